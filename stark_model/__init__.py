@@ -1,0 +1,1 @@
+"""STARK networks, checkpoint IO and the test-time tracker (no ROS needed)."""

@@ -1,0 +1,1 @@
+"""Training, data and evaluation for STARK models (no ROS needed)."""
