@@ -13,6 +13,7 @@ Standard library only: it runs before anything else is installed.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ VENV = ROOT / '.venv'
 UNDERLAY = ROOT / '.underlay'
 INSTALL = ROOT / 'install'
 STAMP_DIR = VENV / '.stark_setup'
+LOCK_FILE = ROOT / '.setup.lock'
 TORCH_VERSION = '2.13.0'
 PIP_EXTRAS = 'test,export,eval'
 # Where the ROS wheels' exported CMake files point (the machine that built them).
@@ -307,7 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--force', action='store_true', help='redo every step, ignoring the stamps')
     args = parser.parse_args(argv)
     started = time.monotonic()
+    lock = open(LOCK_FILE, 'w')
     try:
+        # Concurrent runs (two shells, parallel test jobs) would build into the same folders.
+        fcntl.flock(lock, fcntl.LOCK_EX)
         mode = detect_mode()
         log(f'mode: {mode.describe()}')
         steps = [('virtual environment', lambda: ensure_venv(mode)),
@@ -321,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SetupError, subprocess.CalledProcessError) as error:
         log(f'FAILED: {error}')
         return 1
+    finally:
+        lock.close()
     log(f'done in {time.monotonic() - started:.1f} s. Enter the workspace with '
         '`source tools/workspace_env.sh` or run one command in it with `tools/in_workspace CMD`.')
     return 0

@@ -1,0 +1,247 @@
+"""Reading and writing STARK checkpoints safely.
+
+Accepted files: the official model zoo's `.pth.tar` (weights under 'net', next to pickled training
+objects), our own checkpoints (same layout plus the embedded variant config), and bare state dicts.
+Unpickling never imports or calls anything outside PyTorch's own allow-list of tensor-rebuilding
+functions: every other class in the file (the original's training settings, say) is replaced by an
+inert placeholder, and a file that names a code-running function (os.system, eval, ...) is refused.
+Weights load strictly: any missing, unexpected or misshaped key is an error that names it.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+import tempfile
+import types
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .config import ConfigError, VariantConfig, load_variant, variant_from_dict
+
+# Modules whose functions run code or touch the system when called by the unpickler.
+CODE_RUNNING_MODULES = frozenset({
+    'os', 'posix', 'nt', 'sys', 'subprocess', 'builtins', '__builtin__', 'shutil', 'socket',
+    'importlib', 'runpy', 'pty', 'code', 'codeop', 'ctypes', 'multiprocessing', 'pickle', '_pickle',
+    'marshal', 'types', 'operator', 'functools', 'webbrowser', 'signal', 'threading', 'asyncio',
+})
+OURS_KEY = 'stark_ros'
+FORMAT_VERSION = 1
+# A step counter of BatchNorm: unused in evaluation, and left out of the parity weights.
+OPTIONAL_KEY_SUFFIX = '.num_batches_tracked'
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message names the file and what is wrong with it."""
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds, once read safely."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    kind: str  # 'official', 'stark_ros' or 'state_dict'
+    variant: VariantConfig | None = None  # embedded in our own checkpoints
+    epoch: int | None = None
+    ignored_objects: list[str] = field(default_factory=list)
+
+
+class _Inert:
+    """Stands in for an object of a class the loader will not import; it keeps and runs nothing."""
+
+    qualified_name = '?'
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> '_Inert':
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, item: Any) -> None:
+        pass
+
+    def extend(self, items: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f'<ignored {self.qualified_name}>'
+
+
+def _restricted_pickle_module(ignored: list[str]) -> types.SimpleNamespace:
+    """A pickle-module stand-in for torch.load whose unpickler resolves only PyTorch's allow-list."""
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    allowed = _get_allowed_globals()
+    placeholders: dict[str, type] = {}
+
+    class RestrictedUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            qualified = f'{module}.{name}'
+            if qualified in allowed:
+                return allowed[qualified]
+            if module.split('.')[0] in CODE_RUNNING_MODULES:
+                raise pickle.UnpicklingError(
+                    f'it refers to {qualified}, which could run code when unpickled')
+            if qualified not in placeholders:
+                placeholders[qualified] = type(name, (_Inert,), {'qualified_name': qualified})
+                ignored.append(qualified)
+            return placeholders[qualified]
+
+    def load(file: Any, **kwargs: Any) -> Any:
+        return RestrictedUnpickler(file, **kwargs).load()
+
+    return types.SimpleNamespace(__name__='stark_model.restricted_pickle', Unpickler=RestrictedUnpickler,
+                                 load=load, UnpicklingError=pickle.UnpicklingError)
+
+
+def _unpickle(path: Path, ignored: list[str]) -> Any:
+    try:
+        with open(path, 'rb') as file:
+            head = file.read(4)
+    except OSError as error:
+        raise CheckpointError(f'cannot read checkpoint {path}: {error.strerror}') from None
+    if not head:
+        raise CheckpointError(f'checkpoint {path} is empty')
+    if head.startswith(b'PK') and not zipfile.is_zipfile(path):
+        raise CheckpointError(f'checkpoint {path} is truncated or corrupt (broken zip archive)')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=False,
+                          pickle_module=_restricted_pickle_module(ignored))
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f'refusing checkpoint {path}: {error}') from None
+    except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, TypeError, KeyError,
+            AttributeError, IndexError, struct.error) as error:
+        raise CheckpointError(f'checkpoint {path} is not a readable PyTorch file '
+                              f'(truncated, corrupt or another format): {type(error).__name__}: {error}') from None
+
+
+def _as_state_dict(candidate: Any, path: Path, where: str) -> dict[str, torch.Tensor]:
+    if not isinstance(candidate, Mapping) or not candidate:
+        raise CheckpointError(f'checkpoint {path}: {where} is not a state dict (got {type(candidate).__name__})')
+    for key, value in candidate.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f'checkpoint {path}: {where}[{key!r}] is a {type(value).__name__}, '
+                                  'not a tensor')
+    return dict(candidate)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint file safely; see the module docstring for the accepted layouts."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint {path} does not exist' if not path.exists()
+                              else f'checkpoint {path} is not a file')
+    ignored: list[str] = []
+    content = _unpickle(path, ignored)
+    if not isinstance(content, Mapping):
+        raise CheckpointError(f'checkpoint {path} holds a {type(content).__name__}, not a dict of weights')
+    if 'net' in content:
+        ours = content.get(OURS_KEY)
+        variant = None
+        if isinstance(ours, Mapping) and 'variant' in ours:
+            try:
+                variant = variant_from_dict(ours['variant'], f'{path} (embedded config)')
+            except ConfigError as error:
+                raise CheckpointError(str(error)) from None
+        epoch = content.get('epoch')
+        return Checkpoint(path, _as_state_dict(content['net'], path, "['net']"),
+                          'stark_ros' if variant else 'official', variant,
+                          epoch if isinstance(epoch, int) else None, ignored)
+    if all(isinstance(v, torch.Tensor) for v in content.values()) and content:
+        return Checkpoint(path, _as_state_dict(content, path, 'the file'), 'state_dict', ignored_objects=ignored)
+    keys = ', '.join(sorted(map(str, content))[:12])
+    raise CheckpointError(f'checkpoint {path} holds no STARK weights: no "net" entry and not a state '
+                          f'dict (top-level keys: {keys})')
+
+
+def _block_count(state_dict: Mapping[str, torch.Tensor], layer: str) -> int:
+    prefix = f'backbone.0.body.{layer}.'
+    indices = {int(key[len(prefix):].split('.', 1)[0]) for key in state_dict if key.startswith(prefix)}
+    return max(indices) + 1 if indices else 0
+
+
+def infer_variant(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """The variant name whose network has this state dict's layout (backbone depth, score head)."""
+    bottleneck = 'backbone.0.body.layer1.0.conv3.weight' in state_dict
+    blocks = _block_count(state_dict, 'layer3')
+    score_head = any(key.startswith('cls_head.') for key in state_dict)
+    backbone = {(True, 6): 'resnet50', (True, 23): 'resnet101', (False, 2): 'resnet18'}.get((bottleneck, blocks))
+    query = state_dict.get('query_embed.weight')
+    hidden = int(query.shape[-1]) if query is not None and query.dim() == 2 else None
+    for name in ('s50', 'st50', 'st101', 'lite'):
+        model = load_variant(name).model
+        if (model.backbone, model.score_head, model.hidden_dim) == (backbone, score_head, hidden):
+            return name
+    raise CheckpointError(
+        f'cannot tell the model variant from the weights (backbone {backbone or "unknown"} with '
+        f'{blocks} layer3 blocks, score head {"yes" if score_head else "no"}, hidden size {hidden}); '
+        'name it explicitly (variant=...)')
+
+
+def load_weights(network: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Copy weights into `network`, refusing any missing, unexpected or misshaped entry."""
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith(OPTIONAL_KEY_SUFFIX)]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshaped = [f'{k} {tuple(v.shape)} (network expects {tuple(expected[k].shape)})'
+                 for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
+    problems = []
+    for label, keys in (('missing', missing), ('unexpected', unexpected), ('wrong shape', misshaped)):
+        if keys:
+            shown = '; '.join(keys[:8]) + (f'; ... ({len(keys) - 8} more)' if len(keys) > 8 else '')
+            problems.append(f'{len(keys)} {label}: {shown}')
+    if problems:
+        raise CheckpointError(f'weights from {source} do not fit the network: ' + ' | '.join(problems))
+    complete = dict(state_dict)
+    for key in expected:
+        complete.setdefault(key, expected[key])  # only optional step counters get here
+    network.load_state_dict(complete, strict=True)
+
+
+def save_checkpoint(path: str | os.PathLike, network: nn.Module, variant: VariantConfig,
+                    epoch: int | None = None, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write weights in the official layout ('net', 'epoch', 'net_type') plus our variant config.
+
+    The file holds only tensors and plain data, so it also loads with torch.load(weights_only=True).
+    It is written to a temporary file first, so an interrupted save never leaves a broken file.
+    """
+    path = Path(path)
+    content = {
+        'net': {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        'net_type': 'STARKST' if variant.model.score_head else 'STARKS',
+        'epoch': epoch,
+        OURS_KEY: {'format': FORMAT_VERSION, 'variant': variant.to_dict(), **(extra or {})},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
+    try:
+        with os.fdopen(handle, 'wb') as file:
+            buffer = io.BytesIO()
+            torch.save(content, buffer)
+            file.write(buffer.getbuffer())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_torchvision_resnet(network: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Initialise the backbone from torchvision ImageNet weights (conv1.weight, layer1.0..., fc...):
+    layers the cut network lacks (layer4, fc) are skipped; every remaining backbone key must fit."""
+    body = network.backbone[0].body
+    wanted = body.state_dict()
+    load_weights(body, {k: v for k, v in state_dict.items() if k in wanted}, source)

@@ -1,0 +1,182 @@
+"""The STARK test-time tracker for any number of targets on one camera stream.
+
+Two calls make up the interface that the ROS node, the evaluator and the replay tool share:
+`initialize(image, box, target_id)` starts (or restarts) a target and `track(image)` follows every
+live target into the next frame. All targets of a frame go through the network as one batch.
+
+Per target the algorithm is the original's: crop the search region around the previous box,
+predict the box in the crop, map it back into the image and clip it (10 px margin); STARK-ST
+also replaces its dynamic template every `update_interval` tracked frames when the score
+exceeds the threshold, cropping it from the current frame at the new box.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .box_ops import Box, clip_box, map_box_back, validate_box
+from .config import TrackerConfig
+from .network import StarkNetwork, Tokens
+from .preprocessing import Crop, Normalizer, crop_square
+
+PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+CLIP_MARGIN = 10
+
+
+class TrackerError(ValueError):
+    """An input the tracker cannot use (image, box, target id, target count); says which and why."""
+
+
+@dataclass
+class TargetResult:
+    """A target's state after a frame: xywh box in image pixels, confidence in [0, 1], frames
+    tracked since (re-)initialisation, and whether its dynamic template was replaced."""
+
+    target_id: str
+    box: Box
+    score: float
+    frames_tracked: int
+    template_updated: bool = False
+
+
+@dataclass
+class _Target:
+    box: Box
+    templates: list[Tokens]
+    frames_tracked: int = 0
+    score: float = 1.0
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' picks CUDA when available; asking for CUDA without it is an error that says so."""
+    if str(device) == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise TrackerError(f'device {device!r} is not a valid torch device: {error}') from None
+    if resolved.type == 'cuda' and not torch.cuda.is_available():
+        raise TrackerError(f'device {device!r} asked for, but CUDA is not available '
+                           f'(torch {torch.__version__}); use device "cpu" or "auto"')
+    if resolved.type not in ('cpu', 'cuda'):
+        raise TrackerError(f'device {device!r}: only cpu and cuda are supported')
+    return resolved
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """An RGB uint8 (H, W, 3) array, else TrackerError saying what is wrong with it."""
+    if not isinstance(image, np.ndarray):
+        raise TrackerError(f'image must be a numpy array, got {type(image).__name__}')
+    if image.dtype != np.uint8:
+        raise TrackerError(f'image must be uint8 RGB, got dtype {image.dtype}')
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise TrackerError(f'image must have shape (H, W, 3), got {image.shape}')
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise TrackerError(f'image is empty: shape {image.shape}')
+    return image
+
+
+class StarkTracker:
+    """Tracks targets with a STARK network; one batched forward per frame for all targets."""
+
+    def __init__(self, network: StarkNetwork, config: TrackerConfig, device: str | torch.device = 'cpu',
+                 precision: str = 'fp32', dataset: str = 'default', max_targets: int | None = None) -> None:
+        self.device = resolve_device(device)
+        if precision not in PRECISIONS:
+            raise TrackerError(f'precision {precision!r} is not one of {", ".join(PRECISIONS)}')
+        if precision == 'fp16' and self.device.type != 'cuda':
+            raise TrackerError('precision fp16 needs a CUDA device; use fp32 (or bf16) on the CPU')
+        self.precision = precision
+        self.network = network.to(self.device).eval()
+        self.config = config
+        self.update_interval = config.update_interval(dataset)
+        self.max_targets = max_targets
+        self._normalize = Normalizer(self.device)
+        self._targets: dict[str, _Target] = {}
+
+    @property
+    def target_ids(self) -> list[str]:
+        return list(self._targets)
+
+    def box(self, target_id: str) -> Box:
+        return self._targets[target_id].box
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        dtype = PRECISIONS[self.precision]
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
+                                                    enabled=dtype is not None):
+            yield
+
+    def _encode(self, crops: Sequence[Crop]) -> Tokens:
+        return self.network.encode(*self._normalize(crops))
+
+    def initialize(self, image: np.ndarray, box: Sequence[float], target_id: str) -> None:
+        """Start tracking `target_id` from an xywh box on `image` (replaces a target of that id)."""
+        image = check_image(image)
+        try:
+            box = validate_box(box, image.shape[1], image.shape[0])
+        except ValueError as error:
+            raise TrackerError(str(error)) from None
+        if target_id not in self._targets and self.max_targets is not None \
+                and len(self._targets) >= self.max_targets:
+            raise TrackerError(f'already tracking {len(self._targets)} targets, the maximum; '
+                               'cancel one first')
+        crop = crop_square(image, box, self.config.template_factor, self.config.template_size)
+        with self._inference():
+            template = self._encode([crop])
+        templates = [template, template] if self.config.dynamic_template else [template]
+        self._targets[target_id] = _Target(box=box, templates=templates)
+
+    def remove(self, target_id: str) -> bool:
+        """Stop tracking a target; False if there was none with that id."""
+        return self._targets.pop(target_id, None) is not None
+
+    def clear(self) -> None:
+        self._targets.clear()
+
+    def track(self, image: np.ndarray) -> dict[str, TargetResult]:
+        """Follow every target into `image`; returns their new states by id."""
+        image = check_image(image)
+        if not self._targets:
+            return {}
+        ids = list(self._targets)
+        targets = [self._targets[i] for i in ids]
+        cfg = self.config
+        crops = [crop_square(image, t.box, cfg.search_factor, cfg.search_size) for t in targets]
+        with self._inference():
+            search = self._encode(crops)
+            slots = [Tokens.stack([t.templates[slot] for t in targets]) for slot in range(len(targets[0].templates))]
+            output = self.network.decode(Tokens.concat(slots + [search]))
+            boxes = output.boxes.float().mean(dim=1).cpu()
+            scores = output.confidence().float().cpu().tolist()
+
+        height, width = image.shape[:2]
+        due: list[int] = []
+        for index, (target, crop) in enumerate(zip(targets, crops)):
+            # Same float32 arithmetic as the original: box * search size / resize factor.
+            pred = (boxes[index] * cfg.search_size / crop.resize_factor).tolist()
+            target.box = clip_box(map_box_back(pred, target.box, cfg.search_size, crop.resize_factor),
+                                  height, width, margin=CLIP_MARGIN)
+            target.frames_tracked += 1
+            target.score = scores[index]
+            if (cfg.dynamic_template and target.frames_tracked % self.update_interval == 0
+                    and target.score > cfg.update_threshold):
+                due.append(index)
+        if due:
+            self._update_templates(image, [targets[i] for i in due])
+        return {tid: TargetResult(tid, t.box, t.score, t.frames_tracked, template_updated=i in due)
+                for i, (tid, t) in enumerate(zip(ids, targets))}
+
+    def _update_templates(self, image: np.ndarray, targets: list[_Target]) -> None:
+        """Replace the dynamic template of each target by a crop of this frame at its new box."""
+        crops = [crop_square(image, t.box, self.config.template_factor, self.config.template_size)
+                 for t in targets]
+        with self._inference():
+            tokens = self._encode(crops)
+        for index, target in enumerate(targets):
+            target.templates[1] = tokens.select(index)
