@@ -60,7 +60,9 @@ def clip_box(box: Sequence[float], image_height: int, image_width: int, margin: 
     x2 = min(max(margin, x2), image_width)
     y1 = min(max(0, y1), image_height - margin)
     y2 = min(max(margin, y2), image_height)
-    return x1, y1, max(margin, x2 - x1), max(margin, y2 - y1)
+    # float(): max(0, x) and max(margin, w) return the int bound, and a Box is floats (ROS float64
+    # message fields refuse ints).
+    return float(x1), float(y1), float(max(margin, x2 - x1)), float(max(margin, y2 - y1))
 
 
 def map_box_back(pred_box: Sequence[float], previous: Sequence[float], search_size: int,

@@ -9,6 +9,7 @@ Weights load strictly: any missing, unexpected or misshaped key is an error that
 """
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import os
 import pickle
@@ -35,6 +36,8 @@ OURS_KEY = 'stark_ros'
 FORMAT_VERSION = 1
 # A step counter of BatchNorm: unused in evaluation, and left out of the parity weights.
 OPTIONAL_KEY_SUFFIX = '.num_batches_tracked'
+# Parts of a torchvision ResNet after layer3, which the stride-16 body does not have.
+TORCHVISION_SKIPPED = ('layer4.', 'fc.')
 
 
 class CheckpointError(RuntimeError):
@@ -51,6 +54,10 @@ class Checkpoint:
     variant: VariantConfig | None = None  # embedded in our own checkpoints
     epoch: int | None = None
     ignored_objects: list[str] = field(default_factory=list)
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The file names a function that could run code; kept apart from plain corruption."""
 
 
 class _Inert:
@@ -89,12 +96,17 @@ def _restricted_pickle_module(ignored: list[str]) -> types.SimpleNamespace:
 
     class RestrictedUnpickler(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
+            # torch.save writes protocol 2, whose globals use Python 2 names (__builtin__.set,
+            # commands.call = subprocess.call): judge the name a normal unpickler would resolve.
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            elif module in _compat_pickle.IMPORT_MAPPING:
+                module = _compat_pickle.IMPORT_MAPPING[module]
             qualified = f'{module}.{name}'
             if qualified in allowed:
                 return allowed[qualified]
             if module.split('.')[0] in CODE_RUNNING_MODULES:
-                raise pickle.UnpicklingError(
-                    f'it refers to {qualified}, which could run code when unpickled')
+                raise _RefusedGlobal(f'it refers to {qualified}, which could run code when unpickled')
             if qualified not in placeholders:
                 placeholders[qualified] = type(name, (_Inert,), {'qualified_name': qualified})
                 ignored.append(qualified)
@@ -120,10 +132,14 @@ def _unpickle(path: Path, ignored: list[str]) -> Any:
     try:
         return torch.load(path, map_location='cpu', weights_only=False,
                           pickle_module=_restricted_pickle_module(ignored))
-    except pickle.UnpicklingError as error:
+    except _RefusedGlobal as error:
         raise CheckpointError(f'refusing checkpoint {path}: {error}') from None
-    except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, TypeError, KeyError,
-            AttributeError, IndexError, struct.error) as error:
+    except MemoryError:
+        # Corrupt length fields ask the unpickler for absurd buffers.
+        raise CheckpointError(f'checkpoint {path} is not a readable PyTorch file: reading it asked for more '
+                              'memory than there is (corrupt length field, or too little RAM)') from None
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, TypeError,
+            KeyError, AttributeError, IndexError, OverflowError, struct.error) as error:
         raise CheckpointError(f'checkpoint {path} is not a readable PyTorch file '
                               f'(truncated, corrupt or another format): {type(error).__name__}: {error}') from None
 
@@ -160,7 +176,8 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         return Checkpoint(path, _as_state_dict(content['net'], path, "['net']"),
                           'stark_ros' if variant else 'official', variant,
                           epoch if isinstance(epoch, int) else None, ignored)
-    if all(isinstance(v, torch.Tensor) for v in content.values()) and content:
+    if any(isinstance(v, torch.Tensor) for v in content.values()):
+        # Tensors at the top level: a bare state dict, whose non-tensor entries get named.
         return Checkpoint(path, _as_state_dict(content, path, 'the file'), 'state_dict', ignored_objects=ignored)
     keys = ', '.join(sorted(map(str, content))[:12])
     raise CheckpointError(f'checkpoint {path} holds no STARK weights: no "net" entry and not a state '
@@ -243,5 +260,8 @@ def load_torchvision_resnet(network: nn.Module, state_dict: Mapping[str, torch.T
     """Initialise the backbone from torchvision ImageNet weights (conv1.weight, layer1.0..., fc...):
     layers the cut network lacks (layer4, fc) are skipped; every remaining backbone key must fit."""
     body = network.backbone[0].body
-    wanted = body.state_dict()
-    load_weights(body, {k: v for k, v in state_dict.items() if k in wanted}, source)
+    # Skip by name, not by "whatever the body lacks": a deeper ResNet's extra layer3 blocks must not
+    # be dropped silently (ResNet-101 weights would otherwise load into a ResNet-50).
+    load_weights(body, {k: v for k, v in state_dict.items()
+                        if not k.startswith(TORCHVISION_SKIPPED) and not k.endswith(OPTIONAL_KEY_SUFFIX)},
+                 source)

@@ -12,6 +12,7 @@ exceeds the threshold, cropping it from the current frame at the new box.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -41,6 +42,16 @@ class TargetResult:
     score: float
     frames_tracked: int
     template_updated: bool = False
+
+
+@dataclass
+class StepTiming:
+    """Wall time of the last track() call by stage, in milliseconds: cropping (CPU), the network
+    (preprocessing, batched forward, copying results back) and box mapping plus template updates."""
+
+    crop_ms: float = 0.0
+    network_ms: float = 0.0
+    update_ms: float = 0.0
 
 
 @dataclass
@@ -97,6 +108,7 @@ class StarkTracker:
         self.max_targets = max_targets
         self._normalize = Normalizer(self.device)
         self._targets: dict[str, _Target] = {}
+        self.last_timing = StepTiming()
 
     @property
     def target_ids(self) -> list[str]:
@@ -147,13 +159,16 @@ class StarkTracker:
         ids = list(self._targets)
         targets = [self._targets[i] for i in ids]
         cfg = self.config
+        started = time.perf_counter()
         crops = [crop_square(image, t.box, cfg.search_factor, cfg.search_size) for t in targets]
+        cropped = time.perf_counter()
         with self._inference():
             search = self._encode(crops)
             slots = [Tokens.stack([t.templates[slot] for t in targets]) for slot in range(len(targets[0].templates))]
             output = self.network.decode(Tokens.concat(slots + [search]))
-            boxes = output.boxes.float().mean(dim=1).cpu()
+            boxes = output.boxes.float().mean(dim=1).cpu()  # the copy waits for the device
             scores = output.confidence().float().cpu().tolist()
+        inferred = time.perf_counter()
 
         height, width = image.shape[:2]
         due: list[int] = []
@@ -169,6 +184,8 @@ class StarkTracker:
                 due.append(index)
         if due:
             self._update_templates(image, [targets[i] for i in due])
+        self.last_timing = StepTiming((cropped - started) * 1000, (inferred - cropped) * 1000,
+                                      (time.perf_counter() - inferred) * 1000)
         return {tid: TargetResult(tid, t.box, t.score, t.frames_tracked, template_updated=i in due)
                 for i, (tid, t) in enumerate(zip(ids, targets))}
 

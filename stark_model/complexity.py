@@ -1,0 +1,72 @@
+"""Parameter and FLOP counts of a STARK network at its test-time input sizes.
+
+FLOPs are counted with torch.utils.flop_counter (2 x multiply-accumulates of convolutions and
+matrix products; element-wise ops, softmax and norms are not counted), the method the reference
+figures in the STARK facts use. The fused attention kernel is counted with PyTorch's own formula.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from .config import VariantConfig
+from .network import StarkNetwork, Tokens
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# Fused attention kernels that FlopCounterMode has no formula for on every build.
+_CUSTOM_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
+
+
+@dataclass
+class Complexity:
+    """Parameters and GFLOPs of one tracking step; 'per frame' = search backbone + transformer and
+    heads (templates are encoded once and cached)."""
+
+    parameters: int
+    search_backbone_gflops: float
+    transformer_heads_gflops: float
+    template_backbone_gflops: float
+
+    @property
+    def per_frame_gflops(self) -> float:
+        return self.search_backbone_gflops + self.transformer_heads_gflops
+
+
+def count_parameters(network: torch.nn.Module) -> int:
+    """Trainable-kind parameters (nn.Parameter); frozen batch-norm statistics are buffers."""
+    return sum(p.numel() for p in network.parameters())
+
+
+def _flops(fn) -> float:
+    with FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def measure_complexity(network: StarkNetwork, variant: VariantConfig) -> Complexity:
+    """Count parameters and the FLOPs of one tracking step with a single target, on the CPU."""
+    cfg = variant.tracker
+    network = network.eval()
+    device = next(network.parameters()).device
+
+    def crop(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.zeros(1, 3, size, size, device=device),
+                torch.zeros(1, size, size, dtype=torch.bool, device=device))
+
+    slots = 2 if cfg.dynamic_template else 1
+    # no_grad, not inference_mode: the counter's module tracker needs ordinary tensors.
+    with torch.no_grad():
+        template = network.encode(*crop(cfg.template_size))
+        search = network.encode(*crop(cfg.search_size))
+        return Complexity(
+            parameters=count_parameters(network),
+            search_backbone_gflops=_flops(lambda: network.encode(*crop(cfg.search_size))),
+            transformer_heads_gflops=_flops(lambda: network.decode(Tokens.concat([template] * slots + [search]))),
+            template_backbone_gflops=_flops(lambda: network.encode(*crop(cfg.template_size))),
+        )

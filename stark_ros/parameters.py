@@ -1,0 +1,119 @@
+"""The node's parameters: names, types, defaults, allowed values, and which may change at run time.
+
+Declaring goes through `declare_all`, which never lets a bad value stop the node: a wrong type,
+an out-of-range value or an unknown key is logged as an error that names the parameter, and the
+default is used instead.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from stark_model.tracker import PRECISIONS
+
+BACKENDS = ('pytorch',)
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    name: str
+    default: Any
+    description: str
+    runtime: bool = False  # may change while the node runs
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not acceptable, or None."""
+        if type(value) is not type(self.default):
+            return (f'parameter {self.name} must be {type(self.default).__name__}, '
+                    f'got {type(value).__name__} {value!r}')
+        if self.choices is not None and value not in self.choices:
+            return f'parameter {self.name}: {value!r} is not one of {", ".join(self.choices)}'
+        if self.minimum is not None and value < self.minimum:
+            return f'parameter {self.name}: {value} is below the minimum {self.minimum}'
+        if self.maximum is not None and value > self.maximum:
+            return f'parameter {self.name}: {value} is above the maximum {self.maximum}'
+        return None
+
+
+SPECS = {spec.name: spec for spec in (
+    ParameterSpec('model.checkpoint', '', 'STARK checkpoint: an official .pth.tar or one trained with '
+                  'stark_training. Changing it at run time reloads the model and drops all targets.', runtime=True),
+    ParameterSpec('model.variant', '', 'Variant name (s50, st50, st101, lite) or YAML path; empty: the one '
+                  'embedded in the checkpoint, else inferred from its weights.', runtime=True),
+    ParameterSpec('model.device', 'auto', 'cpu, cuda, cuda:N, or auto (CUDA when available).', runtime=True),
+    ParameterSpec('model.precision', 'fp32', 'fp32, or fp16/bf16 autocast (fp16 on CUDA only).', runtime=True,
+                  choices=tuple(PRECISIONS)),
+    ParameterSpec('model.backend', 'pytorch', 'Inference backend.', runtime=True, choices=BACKENDS),
+    ParameterSpec('model.update_profile', 'default', 'Dynamic-template update intervals of this benchmark '
+                  'profile (default, lasot, got10k_test, trackingnet, vot20, vot20lt).', runtime=True),
+    ParameterSpec('input.image_topic', 'image', 'Camera topic (relative names follow the namespace; '
+                  'remapping "image" works too). With compressed transport "/compressed" is appended.'),
+    ParameterSpec('input.transport', 'raw', 'raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage.',
+                  choices=('raw', 'compressed')),
+    ParameterSpec('input.qos', 'sensor_data', 'sensor_data (best effort) or reliable.',
+                  choices=('sensor_data', 'reliable')),
+    ParameterSpec('input.qos_depth', 5, 'History depth of the image subscription.', minimum=1, maximum=1000),
+    ParameterSpec('tracking.max_targets', 8, 'Most targets tracked at once.', runtime=True, minimum=1, maximum=256),
+    ParameterSpec('tracking.lost_threshold', 0.3, 'A target whose score stays under this is counted as lost.',
+                  runtime=True, minimum=0.0, maximum=1.0),
+    ParameterSpec('tracking.lost_patience', 10, 'Consecutive frames under the threshold before LOST.',
+                  runtime=True, minimum=0, maximum=1_000_000),
+    ParameterSpec('tracking.frame_buffer_size', 15, 'Recent frames kept for init requests on a past stamp.',
+                  runtime=True, minimum=1, maximum=1000),
+    ParameterSpec('output.debug_image', False, 'Publish stark/debug_image with the boxes drawn '
+                  '(only while someone subscribes).', runtime=True),
+    ParameterSpec('output.diagnostics_period', 1.0, 'Seconds between /diagnostics messages.',
+                  minimum=0.1, maximum=60.0),
+)}
+
+# Parameters every node has or that rclpy handles itself.
+STANDARD_PREFIXES = ('use_sim_time', 'qos_overrides.', 'start_type_description_service')
+
+
+def declare_all(node: Node, report: Callable[[str], None]) -> dict[str, Any]:
+    """Declare every parameter; returns the values in effect. Problems go to `report`."""
+    values = {}
+    for spec in SPECS.values():
+        descriptor = ParameterDescriptor(description=spec.description)
+        try:
+            value = node.declare_parameter(spec.name, spec.default, descriptor).value
+        except (InvalidParameterTypeException, ParameterException) as error:
+            report(f'parameter {spec.name}: {error}; using the default {spec.default!r}')
+            value = node.declare_parameter(spec.name, spec.default, descriptor, ignore_override=True).value
+        problem = spec.problem(value)
+        if problem:
+            report(f'{problem}; using the default {spec.default!r}')
+            node.set_parameters([Parameter(spec.name, value=spec.default)])
+            value = spec.default
+        values[spec.name] = value
+    for name in unknown_overrides(node):
+        close = difflib.get_close_matches(name, SPECS, n=1)
+        hint = f' (did you mean {close[0]}?)' if close else ''
+        report(f'unknown parameter {name}{hint}; it is ignored')
+    return values
+
+
+def unknown_overrides(node: Node) -> list[str]:
+    """Names given in parameter files or on the command line that this node does not have."""
+    overrides = getattr(node, '_parameter_overrides', {})
+    return sorted(name for name in overrides
+                  if name not in SPECS and not name.startswith(STANDARD_PREFIXES))
+
+
+def change_problem(name: str, value: Any) -> str | None:
+    """Why a run-time change of `name` to `value` is refused, or None."""
+    spec = SPECS.get(name)
+    if spec is None:
+        return None if name.startswith(STANDARD_PREFIXES) else f'unknown parameter {name}'
+    if not spec.runtime:
+        return f'parameter {name} can only be set at start-up (restart the node)'
+    return spec.problem(value)

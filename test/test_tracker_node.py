@@ -1,0 +1,321 @@
+"""The tracker node as users run it: installed executable, params file, real DDS between processes.
+
+The model is the small 'lite' variant with untrained (seeded) weights, so these tests check the
+plumbing and the model's real output shapes and ranges, not tracking accuracy.
+"""
+import math
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticStatus
+from sensor_msgs.msg import CompressedImage, Image
+
+from node_harness import NodeProcess, Peer
+from stark_model import load_model, save_checkpoint
+from stark_ros.msg import TargetStatus
+from stark_training.synthetic import make_sequence
+
+pytestmark = pytest.mark.slow
+
+WIDTH, HEIGHT = 320, 240
+FRAME_PERIOD_S = 0.2  # 5 Hz: a 2-core CI machine keeps up with two targets on the lite model
+BASE_STAMP_NS = 1_700_000_000_000_000_000
+
+
+def stamp(index: int) -> int:
+    return BASE_STAMP_NS + index * 100_000_000
+
+
+@pytest.fixture(scope='module')
+def lite_checkpoint(tmp_path_factory):
+    torch.manual_seed(7)
+    model = load_model(variant='lite', allow_untrained=True)
+    return save_checkpoint(tmp_path_factory.mktemp('model') / 'lite.pth.tar', model.network, model.variant)
+
+
+@pytest.fixture(scope='module')
+def sequence():
+    return make_sequence(num_frames=40, width=WIDTH, height=HEIGHT, num_targets=2, seed=3, target_size=40)
+
+
+def start(parameters: dict, compressed: bool = False) -> tuple[NodeProcess, Peer]:
+    node = NodeProcess(parameters)
+    peer = Peer(node.namespace, compressed=compressed)
+    try:
+        peer.wait_for_node()
+    except AssertionError:
+        peer.close()
+        node.stop()
+        raise AssertionError(f'node did not come up:\n{node.log()}') from None
+    return node, peer
+
+
+def finish(node: NodeProcess, peer: Peer) -> None:
+    peer.close()
+    assert node.alive(), f'the node died:\n{node.log()}'
+    assert node.stop() == 0, f'unclean exit:\n{node.log()}'
+
+
+@pytest.fixture(scope='module')
+def running(lite_checkpoint):
+    node, peer = start({'model.checkpoint': lite_checkpoint, 'model.device': 'cpu',
+                        'tracking.max_targets': 2, 'tracking.lost_threshold': 0.0,
+                        'tracking.lost_patience': 3, 'tracking.frame_buffer_size': 10})
+    yield node, peer
+    finish(node, peer)
+
+
+def play(peer: Peer, sequence, indices) -> list:
+    """Publish frames at 1 / FRAME_PERIOD_S Hz; returns their headers."""
+    headers = []
+    for index in indices:
+        headers.append(peer.publish(sequence.frames[index], stamp(index)))
+        time.sleep(FRAME_PERIOD_S)
+    return headers
+
+
+def test_refuses_init_before_any_frame(lite_checkpoint):
+    node, peer = start({'model.checkpoint': lite_checkpoint, 'model.device': 'cpu'})
+    try:
+        response = peer.init_target((10, 10, 40, 40))
+        assert not response.success and response.message == 'no camera frame has been received yet'
+    finally:
+        finish(node, peer)
+
+
+def test_tracks_two_targets_with_image_headers_ids_and_labels(running, sequence):
+    node, peer = running
+    play(peer, sequence, range(0, 5))
+    peer.wait_until(lambda: peer.detection_for(stamp(4)) is not None, what='a result for frame 4')
+    assert peer.detection_for(stamp(4)).detections == [], 'no target yet: an empty array per frame'
+
+    first = peer.init_target(sequence.boxes[2][0], stamp(2), target_id='cup', label='mug')
+    assert first.success and first.target_id == 'cup', first.message
+    assert 'on the frame stamped 1700000000.200000000' in first.message
+    second = peer.init_target(sequence.boxes[4][1])  # latest frame, fresh id, default label
+    assert second.success and second.target_id.startswith('target-'), second.message
+
+    headers = play(peer, sequence, range(5, 25))
+    peer.wait_until(lambda: peer.detection_for(stamp(24)) is not None, what='a result for the last frame')
+    published = {(h.stamp.sec, h.stamp.nanosec): h.frame_id for h in headers}
+    answered = [peer.detection_for(stamp(i)) for i in range(5, 25)]
+    answered = [message for message in answered if message is not None]
+    assert len(answered) >= 5, 'frames get results (the newest wins when the node is busy)'
+    for message in answered:
+        key = (message.header.stamp.sec, message.header.stamp.nanosec)
+        assert published[key] == message.header.frame_id == 'camera'
+        assert {d.id for d in message.detections} == {'cup', second.target_id}
+        for detection in message.detections:
+            assert detection.header == message.header
+            hypothesis = detection.results[0].hypothesis
+            assert hypothesis.class_id == ('mug' if detection.id == 'cup' else 'target')
+            assert 0.0 <= hypothesis.score <= 1.0
+            box = detection.bbox
+            assert 10 <= box.size_x <= WIDTH and 10 <= box.size_y <= HEIGHT
+            assert 0 <= box.center.position.x - box.size_x / 2 and box.center.position.x + box.size_x / 2 <= WIDTH + 1e-6
+            assert 0 <= box.center.position.y - box.size_y / 2 and box.center.position.y + box.size_y / 2 <= HEIGHT + 1e-6
+
+    states = [t.state for s in peer.statuses for t in s.targets if t.target_id == 'cup']
+    assert states[0] == TargetStatus.IDLE and TargetStatus.TRACKING in states
+    assert states.index(TargetStatus.TRACKING) > 0 and TargetStatus.LOST not in states
+    last = peer.statuses[-1]
+    assert last.frames_received >= 25 and last.frames_processed >= len(answered)
+    assert last.frames_received - last.frames_processed - last.frames_dropped in (0, 1), 'every frame accounted for'
+    assert max(t.frames_tracked for t in last.targets if t.target_id == 'cup') >= 10
+
+
+def test_lost_after_patience_and_recovery_with_runtime_thresholds(running, sequence):
+    node, peer = running
+    assert peer.set_parameter('tracking.lost_threshold', 1.0).successful  # no score reaches 1
+    play(peer, sequence, range(25, 31))
+    peer.wait_until(lambda: any(t.state == TargetStatus.LOST for s in peer.statuses[-3:] for t in s.targets),
+                    what='a LOST target')
+    lost = [t for t in peer.statuses[-1].targets if t.target_id == 'cup'][0]
+    assert lost.frames_below_threshold >= 3
+    assert peer.set_parameter('tracking.lost_threshold', 0.0).successful
+    play(peer, sequence, range(31, 34))
+    peer.wait_until(lambda: all(t.state == TargetStatus.TRACKING for t in peer.statuses[-1].targets),
+                    what='recovery to TRACKING')
+
+    refused = peer.set_parameter('input.image_topic', 'elsewhere')
+    assert not refused.successful and 'only be set at start-up' in refused.reason
+    refused = peer.set_parameter('tracking.max_targets', 0)
+    assert not refused.successful and 'below the minimum 1' in refused.reason
+    refused = peer.set_parameter('model.checkpoint', '/nonexistent/model.pth.tar')
+    assert not refused.successful and 'does not exist' in refused.reason
+    assert peer.init_target((10, 10, 40, 40), target_id='cup').success, 'the old model is still in use'
+
+
+@pytest.mark.parametrize('box, stamp_ns, message', [
+    ((WIDTH + 5, 10, 20, 20), 0, 'lies outside the 320x240 image'),
+    ((-50, -50, 20, 20), 0, 'lies outside'),
+    ((10, 10, 0, 20), 0, 'size 0x20 must be positive'),
+    ((10, 10, -4, 20), 0, 'must be positive'),
+    ((10, 10, math.nan, 20), 0, 'non-finite'),
+    ((math.inf, 10, 10, 20), 0, 'non-finite'),
+    ((10, 10, 20, 20), 123_000_000_456, 'no frame with stamp 123.000000456 in the buffer'),
+])
+def test_bad_init_requests_are_refused_with_the_reason(running, box, stamp_ns, message):
+    node, peer = running
+    response = peer.init_target(box, stamp_ns, target_id='cup')
+    assert not response.success and message in response.message and response.target_id == ''
+
+
+def test_target_limit_ids_and_cancellation(running, sequence):
+    node, peer = running
+    peer.cancel(cancel_all=True)
+    assert peer.init_target((10, 10, 40, 40), target_id='a').success
+    assert peer.init_target((100, 50, 40, 40), target_id='b').success
+    third = peer.init_target((200, 50, 40, 40), target_id='c')
+    assert not third.success and 'tracking.max_targets = 2' in third.message
+    assert not peer.init_target((1, 1, 5, 5), target_id='x' * 200).success
+
+    assert peer.cancel('nobody').message == "no target 'nobody' (tracking: a, b)"
+    assert peer.cancel('a', cancel_all=True).message == 'give either target_id or cancel_all, not both'
+    assert not peer.cancel().success
+    cancelled = peer.cancel('a')
+    assert cancelled.success and list(cancelled.cancelled_ids) == ['a']
+    play(peer, sequence, [34])
+    peer.wait_until(lambda: peer.detection_for(stamp(34)) is not None, what='a result after cancelling')
+    assert [d.id for d in peer.detection_for(stamp(34)).detections] == ['b']
+    assert list(peer.cancel(cancel_all=True).cancelled_ids) == ['b']
+    play(peer, sequence, [35])
+    peer.wait_until(lambda: peer.detection_for(stamp(35)) is not None, what='a result after cancel_all')
+    assert peer.detection_for(stamp(35)).detections == []
+
+
+def bad_images() -> list[Image]:
+    good = dict(height=4, width=4, encoding='rgb8', step=12, data=bytes(48))
+    variants = [dict(step=11), dict(data=bytes(20)), dict(data=b''), dict(encoding='bayer_grbg8'),
+                dict(width=0, step=0, data=b''), dict(encoding='mono8')]  # mono8 with a 12-byte step is fine
+    images = []
+    for change in variants:
+        fields = {**good, **change}
+        image = Image(height=fields['height'], width=fields['width'], encoding=fields['encoding'],
+                      step=fields['step'])
+        image.data = fields['data']
+        images.append(image)
+    return images
+
+
+def test_defective_images_are_skipped_and_counted(running, sequence):
+    node, peer = running
+    for image in bad_images():
+        image.header.stamp.sec = 99
+        peer.publish_raw(image)
+        time.sleep(0.05)
+    play(peer, sequence, [36])
+    peer.wait_until(lambda: peer.detection_for(stamp(36)) is not None, what='a good frame after bad ones')
+    peer.wait_until(lambda: int(peer.latest_diagnostic_values().get('frames_rejected', 0)) >= 5,
+                    timeout=10, what='diagnostics counting the rejected frames')
+    log = node.log()
+    assert 'skipped a camera frame: step 11 is smaller than width 4' in log
+    assert node.alive()
+
+
+def test_diagnostics_report_figures_and_model(running):
+    node, peer = running
+    peer.wait_until(lambda: 'model_ms_p50' in peer.latest_diagnostic_values(), timeout=10,
+                    what='diagnostics with stage timings')
+    values = peer.latest_diagnostic_values()
+    assert values['variant'] == 'lite' and values['device'] == 'cpu' and values['backend'] == 'pytorch'
+    for key in ('input_fps', 'processed_fps', 'latency_p50_ms', 'latency_p95_ms', 'latency_p99_ms',
+                'conversion_ms_p50', 'crop_ms_p50', 'model_ms_p50', 'publish_ms_p50', 'drop_rate'):
+        assert math.isfinite(float(values[key])), key
+    assert values['level'] in (DiagnosticStatus.OK, DiagnosticStatus.WARN)
+
+
+def test_unloadable_checkpoint_keeps_the_node_up_until_a_good_one_is_set(tmp_path, lite_checkpoint, sequence):
+    broken = tmp_path / 'broken.pth.tar'
+    broken.write_bytes(lite_checkpoint.read_bytes()[:5000])
+    node, peer = start({'model.checkpoint': broken, 'model.device': 'cpu', 'tracking.max_target': 3})
+    try:
+        refused = peer.init_target(sequence.boxes[0][0])
+        assert not refused.success and 'cannot load model' in refused.message and 'truncated' in refused.message
+        peer.wait_until(lambda: peer.latest_diagnostic_values().get('level') == DiagnosticStatus.ERROR,
+                        timeout=10, what='an ERROR diagnostic')
+        assert 'unknown parameter tracking.max_target (did you mean tracking.max_targets?)' in node.log()
+        assert peer.set_parameter('model.checkpoint', str(lite_checkpoint)).successful
+        peer.publish(sequence.frames[1], stamp(1))
+        peer.wait_until(lambda: peer.detection_for(stamp(1)) is not None, what='a frame reaching the node')
+        accepted = peer.init_target(sequence.boxes[1][0], stamp(1))
+        assert accepted.success, accepted.message
+    finally:
+        finish(node, peer)
+
+
+def test_compressed_transport(lite_checkpoint, sequence):
+    node, peer = start({'model.checkpoint': lite_checkpoint, 'model.device': 'cpu',
+                        'input.transport': 'compressed', 'tracking.lost_threshold': 0.0}, compressed=True)
+    try:
+        def publish(index: int) -> None:
+            message = CompressedImage(format='jpeg')
+            ok, encoded = cv2.imencode('.jpg', cv2.cvtColor(sequence.frames[index], cv2.COLOR_RGB2BGR))
+            message.data = encoded.tobytes()
+            message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp(index), 1_000_000_000)
+            peer.publish_raw(message)
+        publish(0)
+        peer.wait_until(lambda: peer.detection_for(stamp(0)) is not None, what='a result for a JPEG frame')
+        assert peer.init_target(sequence.boxes[0][0], stamp(0), label='jpeg').success
+        for index in range(1, 4):
+            publish(index)
+            time.sleep(FRAME_PERIOD_S)
+        peer.wait_until(lambda: peer.detection_for(stamp(3)) is not None, what='tracking on JPEG frames')
+        assert [d.results[0].hypothesis.class_id for d in peer.detection_for(stamp(3)).detections] == ['jpeg']
+    finally:
+        finish(node, peer)
+
+
+# ------------------------------------------------------------------------------------------ fuzz
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from stark_ros.image_conversion import SUPPORTED_ENCODINGS  # noqa: E402
+from stark_ros.srv import CancelTarget, InitTarget  # noqa: E402
+
+TEXT = st.text(st.characters(blacklist_categories=('Cs',), blacklist_characters='\x00'), max_size=300)
+NUMBER = st.floats(allow_nan=True, allow_infinity=True, width=64) | st.floats(-50, 400)
+IMAGES = st.builds(
+    dict,
+    encoding=st.sampled_from(SUPPORTED_ENCODINGS + ('', 'bayer_rggb8', '32FC1', 'x' * 40)),
+    width=st.integers(0, 48) | st.sampled_from([2**31 - 1, 2**32 - 1]),
+    height=st.integers(0, 48) | st.sampled_from([2**31 - 1]),
+    step=st.integers(0, 300) | st.sampled_from([2**32 - 1]),
+    is_bigendian=st.integers(0, 1),
+    data=st.binary(max_size=3000),
+)
+REQUESTS = st.builds(
+    dict, x=NUMBER, y=NUMBER, width=NUMBER, height=NUMBER, sec=st.integers(-2**31, 2**31 - 1),
+    nanosec=st.integers(0, 2**32 - 1), target_id=TEXT, label=TEXT)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(image=IMAGES, request=REQUESTS, cancel_id=TEXT, cancel_all=st.booleans())
+def test_fuzzed_images_and_requests_never_break_the_node(running, image, request, cancel_id, cancel_all):
+    node, peer = running
+    message = Image(height=image['height'], width=image['width'], encoding=image['encoding'],
+                    step=image['step'], is_bigendian=image['is_bigendian'])
+    message.data = image['data']
+    peer.publish_raw(message)
+    init = InitTarget.Request(x=request['x'], y=request['y'], width=request['width'], height=request['height'],
+                              target_id=request['target_id'], label=request['label'])
+    init.stamp.sec, init.stamp.nanosec = request['sec'], request['nanosec']
+    response = peer.call(peer.init_client, init)
+    assert isinstance(response.success, bool) and response.message
+    assert bool(response.target_id) == response.success
+    cancelled = peer.call(peer.cancel_client, CancelTarget.Request(target_id=cancel_id, cancel_all=cancel_all))
+    assert isinstance(cancelled.success, bool) and cancelled.message
+    assert node.alive(), node.log()
+
+
+def test_node_still_works_after_fuzzing(running, sequence):
+    node, peer = running
+    peer.cancel(cancel_all=True)
+    play(peer, sequence, [37])
+    assert peer.init_target(sequence.boxes[37][0], stamp(37), target_id='after').success
+    play(peer, sequence, [38, 39])
+    peer.wait_until(lambda: peer.detection_for(stamp(39)) is not None, what='a result after fuzzing')
+    assert [d.id for d in peer.detection_for(stamp(39)).detections] == ['after']
+    assert 'internal error' not in node.log() and 'Traceback' not in node.log()
