@@ -144,6 +144,18 @@ class StarkTracker:
         templates = [template, template] if self.config.dynamic_template else [template]
         self._targets[target_id] = _Target(box=box, templates=templates)
 
+    def warm_up(self) -> None:
+        """Run one initialise-and-track on a blank frame, so that one-time costs (kernel selection,
+        allocator growth, lazy imports inside torch) are paid now, not on the first real frame."""
+        blank = np.zeros((64, 64, 3), np.uint8)
+        warm_id = 'warm-up'
+        saved, self._targets = self._targets, {}
+        try:
+            self.initialize(blank, (16.0, 16.0, 32.0, 32.0), warm_id)
+            self.track(blank)
+        finally:
+            self._targets = saved
+
     def remove(self, target_id: str) -> bool:
         """Stop tracking a target; False if there was none with that id."""
         return self._targets.pop(target_id, None) is not None

@@ -79,6 +79,11 @@ class NodeStats:
             for stage, value in (stages_ms or {}).items():
                 self._stages.setdefault(stage, deque(maxlen=self._window)).append(value)
 
+    def record_stage(self, stage: str, milliseconds: float) -> None:
+        """A stage timed after the frame was counted (publishing its outputs)."""
+        with self._lock:
+            self._stages.setdefault(stage, deque(maxlen=self._window)).append(milliseconds)
+
     def snapshot(self, now: float | None = None) -> StatsSnapshot:
         now = time.monotonic() if now is None else now
         with self._lock:

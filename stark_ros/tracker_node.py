@@ -9,6 +9,7 @@ and loads the model as soon as model.checkpoint (or another model.* parameter) i
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 import traceback
@@ -17,6 +18,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -74,6 +76,7 @@ class TrackerNode(Node):
         self._tracker: StarkTracker | None = None
         self._model_info: dict[str, str] = {}
         self._model_error: str | None = None
+        apply_cpu_threads(self._settings['model.cpu_threads'])
         self._load_model(self._settings)
 
         self._detections_pub = self.create_publisher(Detection2DArray, 'stark/detections', 10)
@@ -129,6 +132,7 @@ class TrackerNode(Node):
                                          precision=settings['model.precision'],
                                          dataset=settings['model.update_profile'],
                                          max_targets=settings['tracking.max_targets'])
+                tracker.warm_up()
             except (CheckpointError, ConfigError, TrackerError, ValueError, OSError) as error:
                 problem = f'cannot load model {checkpoint}: {error}'
             else:
@@ -139,7 +143,7 @@ class TrackerNode(Node):
                     self._model_info = {
                         'variant': model.variant.variant, 'checkpoint': str(checkpoint),
                         'device': str(tracker.device), 'precision': tracker.precision,
-                        'backend': settings['model.backend'],
+                        'backend': settings['model.backend'], 'cpu_threads': str(torch.get_num_threads()),
                     }
                 self.get_logger().info(f'{model.describe()} on {tracker.device} ({tracker.precision})')
                 return None
@@ -186,12 +190,11 @@ class TrackerNode(Node):
             targets = self._book.snapshot()
         publishing = time.monotonic()
         self._detections_pub.publish(messages.detections(frame.header, targets))
-        done = time.monotonic()
-        stages['publish'] = (done - publishing) * 1000
-        self._stats.frame_processed(frame.arrival, done, stages)
+        self._stats.frame_processed(frame.arrival, time.monotonic(), stages)
         self._status_pub.publish(messages.tracker_status(frame.header, targets, self._stats.snapshot()))
         if self._settings['output.debug_image'] and self._debug_pub.get_subscription_count() > 0:
             self._debug_pub.publish(rgb_to_image_msg(draw_boxes(frame.rgb, targets), frame.header))
+        self._stats.record_stage('publish', (time.monotonic() - publishing) * 1000)
 
     # ----------------------------------------------------------------------------- services
     @_logged_not_raised
@@ -267,13 +270,16 @@ class TrackerNode(Node):
                 return SetParametersResult(successful=False, reason=problem)
             if parameter.name in SPECS:
                 candidate[parameter.name] = parameter.value
-        model_keys = [k for k in SPECS if k.startswith('model.') or k == 'tracking.max_targets']
+        model_keys = [k for k in SPECS if k.startswith('model.') and k != 'model.cpu_threads'
+                      or k == 'tracking.max_targets']
         if any(candidate[k] != self._settings[k] for k in model_keys):
             problem = self._load_model(candidate)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
         if candidate['tracking.frame_buffer_size'] != self._settings['tracking.frame_buffer_size']:
             self._frames.resize(candidate['tracking.frame_buffer_size'])
+        if candidate['model.cpu_threads'] != self._settings['model.cpu_threads']:
+            self._model_info['cpu_threads'] = str(apply_cpu_threads(candidate['model.cpu_threads']))
         self._settings = candidate
         return SetParametersResult(successful=True)
 
@@ -293,6 +299,14 @@ class TrackerNode(Node):
         self._running = False
         self._frames.close()
         self._worker.join(timeout=5.0)
+
+
+def apply_cpu_threads(requested: int) -> int:
+    """Set PyTorch's CPU thread count (0: all cores but one); returns the count in effect.
+    With every core busy in torch, the executor thread starves and frames queue up in DDS."""
+    threads = requested or max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def _qos_fields(profile: QoSProfile) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CompressedImage, Image
 
-from node_harness import NodeProcess, Peer
+from stark_ros.driver import NodeClient, NodeProcess
 from stark_model import load_model, save_checkpoint
 from stark_ros.msg import TargetStatus
 from stark_training.synthetic import make_sequence
@@ -41,19 +41,19 @@ def sequence():
     return make_sequence(num_frames=40, width=WIDTH, height=HEIGHT, num_targets=2, seed=3, target_size=40)
 
 
-def start(parameters: dict, compressed: bool = False) -> tuple[NodeProcess, Peer]:
+def start(parameters: dict, compressed: bool = False) -> tuple[NodeProcess, NodeClient]:
     node = NodeProcess(parameters)
-    peer = Peer(node.namespace, compressed=compressed)
+    peer = NodeClient(node.namespace, compressed=compressed)
     try:
-        peer.wait_for_node()
+        peer.wait_for_node(node=node)
     except AssertionError:
         peer.close()
         node.stop()
-        raise AssertionError(f'node did not come up:\n{node.log()}') from None
+        raise
     return node, peer
 
 
-def finish(node: NodeProcess, peer: Peer) -> None:
+def finish(node: NodeProcess, peer: NodeClient) -> None:
     peer.close()
     assert node.alive(), f'the node died:\n{node.log()}'
     assert node.stop() == 0, f'unclean exit:\n{node.log()}'
@@ -68,7 +68,7 @@ def running(lite_checkpoint):
     finish(node, peer)
 
 
-def play(peer: Peer, sequence, indices) -> list:
+def play(peer: NodeClient, sequence, indices) -> list:
     """Publish frames at 1 / FRAME_PERIOD_S Hz; returns their headers."""
     headers = []
     for index in indices:
@@ -205,11 +205,11 @@ def test_defective_images_are_skipped_and_counted(running, sequence):
     node, peer = running
     for image in bad_images():
         image.header.stamp.sec = 99
-        peer.publish_raw(image)
+        peer.publish_message(image)
         time.sleep(0.05)
     play(peer, sequence, [36])
     peer.wait_until(lambda: peer.detection_for(stamp(36)) is not None, what='a good frame after bad ones')
-    peer.wait_until(lambda: int(peer.latest_diagnostic_values().get('frames_rejected', 0)) >= 5,
+    peer.wait_until(lambda: int(peer.latest_diagnostics().get('frames_rejected', 0)) >= 5,
                     timeout=10, what='diagnostics counting the rejected frames')
     log = node.log()
     assert 'skipped a camera frame: step 11 is smaller than width 4' in log
@@ -218,9 +218,9 @@ def test_defective_images_are_skipped_and_counted(running, sequence):
 
 def test_diagnostics_report_figures_and_model(running):
     node, peer = running
-    peer.wait_until(lambda: 'model_ms_p50' in peer.latest_diagnostic_values(), timeout=10,
+    peer.wait_until(lambda: 'model_ms_p50' in peer.latest_diagnostics(), timeout=10,
                     what='diagnostics with stage timings')
-    values = peer.latest_diagnostic_values()
+    values = peer.latest_diagnostics()
     assert values['variant'] == 'lite' and values['device'] == 'cpu' and values['backend'] == 'pytorch'
     for key in ('input_fps', 'processed_fps', 'latency_p50_ms', 'latency_p95_ms', 'latency_p99_ms',
                 'conversion_ms_p50', 'crop_ms_p50', 'model_ms_p50', 'publish_ms_p50', 'drop_rate'):
@@ -235,7 +235,7 @@ def test_unloadable_checkpoint_keeps_the_node_up_until_a_good_one_is_set(tmp_pat
     try:
         refused = peer.init_target(sequence.boxes[0][0])
         assert not refused.success and 'cannot load model' in refused.message and 'truncated' in refused.message
-        peer.wait_until(lambda: peer.latest_diagnostic_values().get('level') == DiagnosticStatus.ERROR,
+        peer.wait_until(lambda: peer.latest_diagnostics().get('level') == DiagnosticStatus.ERROR,
                         timeout=10, what='an ERROR diagnostic')
         assert 'unknown parameter tracking.max_target (did you mean tracking.max_targets?)' in node.log()
         assert peer.set_parameter('model.checkpoint', str(lite_checkpoint)).successful
@@ -256,7 +256,7 @@ def test_compressed_transport(lite_checkpoint, sequence):
             ok, encoded = cv2.imencode('.jpg', cv2.cvtColor(sequence.frames[index], cv2.COLOR_RGB2BGR))
             message.data = encoded.tobytes()
             message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp(index), 1_000_000_000)
-            peer.publish_raw(message)
+            peer.publish_message(message)
         publish(0)
         peer.wait_until(lambda: peer.detection_for(stamp(0)) is not None, what='a result for a JPEG frame')
         assert peer.init_target(sequence.boxes[0][0], stamp(0), label='jpeg').success
@@ -298,7 +298,7 @@ def test_fuzzed_images_and_requests_never_break_the_node(running, image, request
     message = Image(height=image['height'], width=image['width'], encoding=image['encoding'],
                     step=image['step'], is_bigendian=image['is_bigendian'])
     message.data = image['data']
-    peer.publish_raw(message)
+    peer.publish_message(message)
     init = InitTarget.Request(x=request['x'], y=request['y'], width=request['width'], height=request['height'],
                               target_id=request['target_id'], label=request['label'])
     init.stamp.sec, init.stamp.nanosec = request['sec'], request['nanosec']
