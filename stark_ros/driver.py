@@ -4,6 +4,7 @@ replay tool and the tests all use it, so they exercise the node exactly as users
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -38,6 +39,11 @@ from .image_conversion import rgb_to_image_msg
 NODE_NAME = 'stark_tracker'
 QOS_DEPTH = 5  # the node's input.qos_depth default
 STOP_TIMEOUT_S = 15.0
+MAX_RECORDS = 100_000  # frames remembered per record (about an hour at 30 Hz)
+
+
+class NodeError(RuntimeError):
+    """The node did not do what was waited for (it exited, or timed out); carries its log tail."""
 
 
 def installed_file(*parts: str) -> Path:
@@ -59,10 +65,13 @@ def untrained_checkpoint(variant: str, directory: Path) -> Path:
 
 
 @contextlib.contextmanager
-def large_frame_transport() -> Iterator[str]:
-    """Use config/fastdds_large_frames.xml in this process and the nodes it starts, unless another
-    RMW is in use or a profile is already set; yields a description of what is in effect."""
+def large_frame_transport(enabled: bool = True) -> Iterator[str]:
+    """Use config/fastdds_large_frames.xml in this process and the nodes it starts, unless disabled,
+    another RMW is in use or a profile is already set; yields a description of what is in effect."""
     rmw = rclpy.get_rmw_implementation_identifier()
+    if not enabled:
+        yield f'{rmw} (its default transports)'
+        return
     if not rmw.startswith('rmw_fastrtps'):
         yield f'{rmw} (default transports)'
         return
@@ -102,6 +111,7 @@ class NodeProcess:
                                         start_new_session=True)
         self._reader = threading.Thread(target=self._read, name='node_log', daemon=True)
         self._reader.start()
+        atexit.register(self.stop)  # never leave a node behind when the caller exits early
 
     def __enter__(self) -> NodeProcess:
         return self
@@ -164,7 +174,15 @@ class NodeProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self._reader.join(timeout=5)
+        atexit.unregister(self.stop)
         return self.process.returncode
+
+
+def _remember(record: dict, key: Any, value: Any) -> None:
+    """Store, dropping the oldest entries beyond MAX_RECORDS (dicts keep insertion order)."""
+    record[key] = value
+    while len(record) > MAX_RECORDS:
+        del record[next(iter(record))]
 
 
 class NodeClient:
@@ -217,12 +235,14 @@ class NodeClient:
     def _on_detections(self, message: Detection2DArray) -> None:
         stamp = stamp_to_ns(message.header.stamp)
         with self._lock:
-            self.detections[stamp] = message
-            self.answered_at.setdefault(stamp, time.monotonic())
+            _remember(self.detections, stamp, message)
+            if stamp not in self.answered_at:
+                _remember(self.answered_at, stamp, time.monotonic())
 
     def _on_status(self, message: TrackerStatus) -> None:
         with self._lock:
             self.statuses.append(message)
+            del self.statuses[:-MAX_RECORDS]
 
     def _on_diagnostics(self, message: DiagnosticArray) -> None:
         wanted = f'{self.namespace}/{NODE_NAME}: tracker'
@@ -231,10 +251,21 @@ class NodeClient:
                 with self._lock:
                     self.diagnostics.append({'level': status.level, 'message': status.message,
                                              **{kv.key: kv.value for kv in status.values}})
+                    del self.diagnostics[:-MAX_RECORDS]
 
     def detection_for(self, stamp_ns: int) -> Detection2DArray | None:
         with self._lock:
             return self.detections.get(stamp_ns)
+
+    def round_trip(self, stamp_ns: int) -> tuple[float | None, float | None]:
+        """When the frame with this stamp was published and when its detections came back
+        (monotonic seconds; None where unknown)."""
+        with self._lock:
+            return self.published_at.get(stamp_ns), self.answered_at.get(stamp_ns)
+
+    def latest_answered_stamp(self) -> int | None:
+        with self._lock:
+            return max(self.answered_at) if self.answered_at else None
 
     def latest_status(self) -> TrackerStatus | None:
         with self._lock:
@@ -246,17 +277,17 @@ class NodeClient:
 
     def wait_until(self, condition: Callable[[], Any], timeout: float = 30.0, what: str = 'a condition',
                    node: NodeProcess | None = None) -> None:
-        """Poll until `condition()` holds; AssertionError naming `what` (and the node's log) if not."""
+        """Poll until `condition()` holds; NodeError naming `what` (and the node's log) if not."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
                 if condition():
                     return
             if node is not None and not node.alive():
-                raise AssertionError(f'the node exited while waiting for {what}:\n{node.log_tail()}')
+                raise NodeError(f'the node exited while waiting for {what}:\n{node.log_tail()}')
             time.sleep(0.02)
         tail = f'\nnode log:\n{node.log_tail()}' if node is not None else ''
-        raise AssertionError(f'timed out after {timeout:g} s waiting for {what}{tail}')
+        raise NodeError(f'timed out after {timeout:g} s waiting for {what}{tail}')
 
     def wait_for_node(self, timeout: float = 60.0, node: NodeProcess | None = None) -> None:
         """Until the node offers its services and subscribes to our camera topic."""
@@ -275,7 +306,7 @@ class NodeClient:
     def publish_message(self, message: Image | CompressedImage) -> None:
         """Publish a ready message (any encoding, even a broken one), noting when."""
         with self._lock:
-            self.published_at[stamp_to_ns(message.header.stamp)] = time.monotonic()
+            _remember(self.published_at, stamp_to_ns(message.header.stamp), time.monotonic())
         self.camera.publish(message)
 
     # ----------------------------------------------------------------------------- services

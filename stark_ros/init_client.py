@@ -77,22 +77,25 @@ def grab_frame(node: Node, topic: str, compressed: bool, timeout: float):
     received = []
     message_type = CompressedImage if compressed else Image
     topic = f'{topic}/compressed' if compressed else topic
-    node.create_subscription(message_type, topic, received.append, qos_profile_sensor_data)
+    subscription = node.create_subscription(message_type, topic, received.append, qos_profile_sensor_data)
     deadline = time.monotonic() + timeout
     while not received and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.1)
     if not received:
-        raise ClientError(f'no image on {topic} within {timeout:g} s')
+        raise ClientError(f'no image on {subscription.topic_name} within {timeout:g} s')
     try:
         return received[0], (compressed_to_rgb if compressed else image_to_rgb)(received[0])
     except ImageConversionError as error:
         raise ClientError(f'cannot show the frame from {topic}: {error}') from None
 
 
-def draw_box(rgb) -> tuple[float, float, float, float]:
-    """Let the user drag a box on the frame in an OpenCV window."""
+def check_display() -> None:
     if not (os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY')):
         raise ClientError('--draw needs a display (DISPLAY is not set); give the box as X Y W H instead')
+
+
+def draw_box(rgb) -> tuple[float, float, float, float]:
+    """Let the user drag a box on the frame in an OpenCV window."""
     import cv2
     try:
         x, y, w, h = cv2.selectROI('stark-init: drag a box, Enter to accept, c to cancel',
@@ -107,13 +110,14 @@ def draw_box(rgb) -> tuple[float, float, float, float]:
 
 
 def run(args: argparse.Namespace, node: Node) -> tuple[bool, str]:
-    prefix = f'{args.namespace.rstrip("/")}/' if args.namespace else ''
+    """Make the request; (accepted, the node's message)."""
     if args.cancel is not None or args.cancel_all:
         request = CancelTarget.Request(target_id=args.cancel or '', cancel_all=args.cancel_all)
-        response = call(node, CancelTarget, f'{prefix}stark/cancel_target', request, args.timeout)
+        response = call(node, CancelTarget, 'stark/cancel_target', request, args.timeout)
         return response.success, response.message
     request = InitTarget.Request(label=args.label, target_id=args.target_id)
     if args.draw:
+        check_display()
         message, rgb = grab_frame(node, args.image_topic, args.compressed, args.timeout)
         box = draw_box(rgb)
         request.stamp = message.header.stamp  # the box belongs to the frame it was drawn on
@@ -121,7 +125,7 @@ def run(args: argparse.Namespace, node: Node) -> tuple[bool, str]:
         box = tuple(args.box)
         request.stamp.sec, request.stamp.nanosec = parse_stamp(args.stamp)
     request.x, request.y, request.width, request.height = box
-    response = call(node, InitTarget, f'{prefix}stark/init_target', request, args.timeout)
+    response = call(node, InitTarget, 'stark/init_target', request, args.timeout)
     text = response.message + (f' [id {response.target_id}]' if response.success else '')
     return response.success, text
 
@@ -129,7 +133,8 @@ def run(args: argparse.Namespace, node: Node) -> tuple[bool, str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv if argv is not None else sys.argv[1:])
     rclpy.init()
-    node = rclpy.create_node('stark_init_client')
+    # In the tracker's namespace, so that relative names (stark/..., image) resolve as the node's do.
+    node = rclpy.create_node('stark_init_client', namespace=args.namespace or '/')
     try:
         accepted, text = run(args, node)
     except ClientError as error:

@@ -53,8 +53,8 @@ SPECS = {spec.name: spec for spec in (
     ParameterSpec('model.precision', 'fp32', 'fp32, or fp16/bf16 autocast (fp16 on CUDA only).', runtime=True,
                   choices=tuple(PRECISIONS)),
     ParameterSpec('model.backend', 'pytorch', 'Inference backend.', runtime=True, choices=BACKENDS),
-    ParameterSpec('model.cpu_threads', 0, 'PyTorch CPU threads; 0: all cores but one (the other one keeps '
-                  'the ROS executor and DDS responsive).', runtime=True, minimum=0, maximum=1024),
+    ParameterSpec('model.cpu_threads', 0, 'PyTorch CPU threads; 0: PyTorch\'s default (one per core).',
+                  runtime=True, minimum=0, maximum=1024),
     ParameterSpec('model.update_profile', 'default', 'Dynamic-template update intervals of this benchmark '
                   'profile (default, lasot, got10k_test, trackingnet, vot20, vot20lt).', runtime=True),
     ParameterSpec('input.image_topic', 'image', 'Camera topic (relative names follow the namespace; '

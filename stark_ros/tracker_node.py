@@ -1,7 +1,8 @@
 """The stark_tracker node: camera frames in, STARK tracks out.
 
-Threads: the executor runs the image callback (conversion only, the newest frame wins), the
-services and the timers; one worker thread runs the tracker on the newest frame and publishes.
+Threads: a single-threaded executor runs the image callback (conversion only, the newest frame
+wins), the services and the timers; one worker thread runs the tracker on the newest frame and
+publishes. (rclpy's multi-threaded executor spins in Python and starves the worker of the GIL.)
 The tracker and the targets are guarded by one lock, so an init request waits at most one frame.
 A node without a usable model stays up: it says why in every service reply and in /diagnostics,
 and loads the model as soon as model.checkpoint (or another model.* parameter) is set right.
@@ -9,7 +10,6 @@ and loads the model as soon as model.checkpoint (or another model.* parameter) i
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
 import traceback
@@ -21,8 +21,7 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -42,6 +41,7 @@ from .target_states import TargetBook, TargetState, TrackedTarget
 NODE_NAME = 'stark_tracker'
 WARN_THROTTLE_S = 5.0
 MAX_TARGET_ID_LENGTH = 128
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
 
 
 def _logged_not_raised(callback: Callable) -> Callable:
@@ -84,12 +84,9 @@ class TrackerNode(Node):
         self._debug_pub = self.create_publisher(Image, 'stark/debug_image', 1)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._subscribe_camera()
-        services = MutuallyExclusiveCallbackGroup()
-        self.create_service(InitTarget, 'stark/init_target', self._on_init_target, callback_group=services)
-        self.create_service(CancelTarget, 'stark/cancel_target', self._on_cancel_target,
-                            callback_group=services)
-        self.create_timer(self._settings['output.diagnostics_period'], self._publish_diagnostics,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_service(InitTarget, 'stark/init_target', self._on_init_target)
+        self.create_service(CancelTarget, 'stark/cancel_target', self._on_cancel_target)
+        self.create_timer(self._settings['output.diagnostics_period'], self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._running = True
@@ -113,9 +110,7 @@ class TrackerNode(Node):
             message_type, convert, topic = CompressedImage, compressed_to_rgb, f'{topic}/compressed'
         else:
             message_type, convert = Image, image_to_rgb
-        self._camera = self.create_subscription(
-            message_type, topic, lambda msg: self._on_image(msg, convert), qos,
-            callback_group=MutuallyExclusiveCallbackGroup())
+        self._camera = self.create_subscription(message_type, topic, lambda msg: self._on_image(msg, convert), qos)
         self.get_logger().info(
             f'subscribed to {self._camera.topic_name} ({settings["input.transport"]}, {settings["input.qos"]} QoS)')
 
@@ -270,12 +265,15 @@ class TrackerNode(Node):
                 return SetParametersResult(successful=False, reason=problem)
             if parameter.name in SPECS:
                 candidate[parameter.name] = parameter.value
-        model_keys = [k for k in SPECS if k.startswith('model.') and k != 'model.cpu_threads'
-                      or k == 'tracking.max_targets']
-        if any(candidate[k] != self._settings[k] for k in model_keys):
+        reload_keys = [k for k in SPECS if k.startswith('model.') and k != 'model.cpu_threads']
+        if any(candidate[k] != self._settings[k] for k in reload_keys):
             problem = self._load_model(candidate)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
+        elif candidate['tracking.max_targets'] != self._settings['tracking.max_targets']:
+            with self._lock:  # live targets stay; new ones wait until there is room
+                if self._tracker is not None:
+                    self._tracker.max_targets = candidate['tracking.max_targets']
         if candidate['tracking.frame_buffer_size'] != self._settings['tracking.frame_buffer_size']:
             self._frames.resize(candidate['tracking.frame_buffer_size'])
         if candidate['model.cpu_threads'] != self._settings['model.cpu_threads']:
@@ -302,11 +300,9 @@ class TrackerNode(Node):
 
 
 def apply_cpu_threads(requested: int) -> int:
-    """Set PyTorch's CPU thread count (0: all cores but one); returns the count in effect.
-    With every core busy in torch, the executor thread starves and frames queue up in DDS."""
-    threads = requested or max(1, (os.cpu_count() or 2) - 1)
-    torch.set_num_threads(threads)
-    return threads
+    """Set PyTorch's CPU thread count (0: PyTorch's own default, one per core); returns it."""
+    torch.set_num_threads(requested or TORCH_DEFAULT_THREADS)
+    return torch.get_num_threads()
 
 
 def _qos_fields(profile: QoSProfile) -> dict[str, Any]:
@@ -332,7 +328,7 @@ def draw_boxes(rgb: np.ndarray, targets: list[TrackedTarget]) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=argv)
     node = TrackerNode()
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()

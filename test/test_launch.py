@@ -6,7 +6,7 @@ import unittest
 
 import pytest
 
-launch_testing = pytest.importorskip(
+pytest.importorskip(
     'launch_testing', reason='launch_testing is not installable here (no ROS 2 distro; not on PyPI)')
 
 import launch  # noqa: E402

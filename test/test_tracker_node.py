@@ -4,6 +4,7 @@ The model is the small 'lite' variant with untrained (seeded) weights, so these 
 plumbing and the model's real output shapes and ranges, not tracking accuracy.
 """
 import math
+import os
 import time
 
 import cv2
@@ -54,9 +55,13 @@ def start(parameters: dict, compressed: bool = False) -> tuple[NodeProcess, Node
 
 
 def finish(node: NodeProcess, peer: NodeClient) -> None:
-    peer.close()
-    assert node.alive(), f'the node died:\n{node.log()}'
-    assert node.stop() == 0, f'unclean exit:\n{node.log()}'
+    alive = node.alive()
+    try:
+        peer.close()
+    finally:
+        code = node.stop()
+    assert alive, f'the node died:\n{node.log()}'
+    assert code == 0, f'unclean exit:\n{node.log()}'
 
 
 @pytest.fixture(scope='module')
@@ -171,6 +176,10 @@ def test_target_limit_ids_and_cancellation(running, sequence):
     assert peer.init_target((100, 50, 40, 40), target_id='b').success
     third = peer.init_target((200, 50, 40, 40), target_id='c')
     assert not third.success and 'tracking.max_targets = 2' in third.message
+    assert peer.set_parameter('tracking.max_targets', 3).successful
+    assert peer.init_target((200, 50, 40, 40), target_id='c').success, 'the limit changes at run time'
+    assert peer.set_parameter('tracking.max_targets', 2).successful
+    assert peer.cancel('c').success
     assert not peer.init_target((1, 1, 5, 5), target_id='x' * 200).success
 
     assert peer.cancel('nobody').message == "no target 'nobody' (tracking: a, b)"
@@ -319,3 +328,69 @@ def test_node_still_works_after_fuzzing(running, sequence):
     peer.wait_until(lambda: peer.detection_for(stamp(39)) is not None, what='a result after fuzzing')
     assert [d.id for d in peer.detection_for(stamp(39)).detections] == ['after']
     assert 'internal error' not in node.log() and 'Traceback' not in node.log()
+
+
+# ------------------------------------------------------------------------------------ stark-init
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+
+
+def stark_init(namespace: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    executable = shutil.which('stark-init')
+    assert executable, 'stark-init is not on PATH (install/stark_ros/bin)'
+    return subprocess.run([executable, '--namespace', namespace, '--timeout', '20', *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_stark_init_command_line_client(running, sequence):
+    node, peer = running
+    peer.cancel(cancel_all=True)
+    play(peer, sequence, [20])
+    peer.wait_until(lambda: peer.detection_for(stamp(20)) is not None, what='a frame for stark-init')
+    x, y, w, h = sequence.boxes[20][0]
+    started = stark_init(node.namespace, str(x), str(y), str(w), str(h), '--label', 'cli', '--id', 'cli-1',
+                         '--stamp', '1700000002.0')
+    assert started.returncode == 0, started.stderr
+    assert "tracking 'cli-1' (label 'cli')" in started.stdout and 'stamped 1700000002.000000000' in started.stdout
+    refused = stark_init(node.namespace, '1000', '1000', '10', '10')
+    assert refused.returncode == 1 and 'refused' in refused.stderr and 'lies outside' in refused.stderr
+    cancelled = stark_init(node.namespace, '--cancel-all')
+    assert cancelled.returncode == 0 and 'cancelled 1 targets' in cancelled.stdout
+    no_display = stark_init(node.namespace, '--draw', env={k: v for k, v in os.environ.items()
+                                                           if k not in ('DISPLAY', 'WAYLAND_DISPLAY')})
+    assert no_display.returncode == 2 and 'needs a display' in no_display.stderr
+    usage = stark_init(node.namespace, '1', '2', '3')
+    assert usage.returncode == 2 and 'a box is 4 numbers' in usage.stderr
+    unreachable = stark_init('/nobody_here', '--timeout', '1', '--cancel-all')
+    assert unreachable.returncode == 2 and 'is not available' in unreachable.stderr
+
+
+def test_debug_image_only_when_enabled_and_subscribed(running, sequence):
+    node, peer = running
+    received = []
+    subscription = peer.node.create_subscription(Image, 'stark/debug_image', received.append, 10)
+    try:
+        peer.cancel(cancel_all=True)
+        play(peer, sequence, [21])
+        peer.wait_until(lambda: peer.detection_for(stamp(21)) is not None, what='a frame')
+        assert peer.init_target(sequence.boxes[21][0], stamp(21), target_id='drawn').success
+        play(peer, sequence, [22, 23])
+        peer.wait_until(lambda: peer.detection_for(stamp(23)) is not None, what='results')
+        assert received == [], 'off by default'
+        assert peer.set_parameter('output.debug_image', True).successful
+        play(peer, sequence, [24, 25])
+        peer.wait_until(lambda: len(received) >= 1, timeout=10, what='a debug image')
+        image = received[-1]
+        assert (image.encoding, image.width, image.height) == ('rgb8', WIDTH, HEIGHT)
+        assert stamp_of(image) in (stamp(24), stamp(25)), 'debug image keeps the camera header'
+        drawn = np.frombuffer(bytes(image.data), np.uint8).reshape(HEIGHT, WIDTH, 3)
+        original = sequence.frames[24 if stamp_of(image) == stamp(24) else 25]
+        assert (drawn != original).any(axis=2).sum() > 50, 'boxes are drawn on the frame'
+    finally:
+        peer.set_parameter('output.debug_image', False)
+        peer.node.destroy_subscription(subscription)
+        peer.cancel(cancel_all=True)
+
+
+def stamp_of(message) -> int:
+    return message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec

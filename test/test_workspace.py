@@ -12,6 +12,9 @@ import pytest
 
 from conftest import REPO_ROOT
 
+sys.path.insert(0, str(REPO_ROOT / 'tools'))
+import setup_workspace  # noqa: E402
+
 VISION_MSGS_TYPES = ('Detection2DArray', 'Detection2D', 'BoundingBox2D', 'Pose2D', 'Point2D',
                      'ObjectHypothesisWithPose', 'ObjectHypothesis')
 
@@ -20,17 +23,6 @@ def run(cmd, **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
     assert result.returncode == 0, f'{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}'
     return result
-
-
-def env_without_this_install() -> dict[str, str]:
-    """The test environment minus this checkout's own install/ (the venv and underlays stay)."""
-    own = str(REPO_ROOT / 'install')
-    env = dict(os.environ)
-    for var in ('AMENT_PREFIX_PATH', 'CMAKE_PREFIX_PATH', 'COLCON_PREFIX_PATH', 'PYTHONPATH',
-                'LD_LIBRARY_PATH', 'PATH'):
-        if var in env:
-            env[var] = os.pathsep.join(p for p in env[var].split(os.pathsep) if not p.startswith(own))
-    return env
 
 
 def tracked_files() -> list[str]:
@@ -48,7 +40,7 @@ def test_colcon_builds_from_clean_tree_and_generated_types_import(tmp_path):
     cmake_args = ['-DBUILD_TESTING=OFF']
     if (Path(sys.prefix) / 'share' / 'ament_index').is_dir():  # ROS from PyPI wheels in the venv
         cmake_args.append(f'-DPython3_EXECUTABLE={sys.executable}')
-    env = env_without_this_install()
+    env = setup_workspace.environment_without(REPO_ROOT / 'install')  # the venv and underlay stay
     run(['colcon', 'build', '--base-paths', 'src', '--cmake-args', *cmake_args], cwd=tmp_path, env=env)
 
     listed = run(['colcon', 'list', '--names-only', '--base-paths', 'src'], cwd=tmp_path, env=env).stdout.split()

@@ -118,20 +118,20 @@ def venv_python() -> Path:
     return VENV / 'bin' / 'python'
 
 
-def inherited_env() -> dict[str, str]:
-    """os.environ without this workspace's own install/ and .underlay/ (a shell may have sourced them)."""
-    own = (str(INSTALL), str(UNDERLAY))
+def environment_without(*prefixes: Path) -> dict[str, str]:
+    """os.environ with every search-path entry under `prefixes` removed."""
+    dropped = tuple(str(prefix) for prefix in prefixes)
     env = dict(os.environ)
     for var in ('AMENT_PREFIX_PATH', 'CMAKE_PREFIX_PATH', 'COLCON_PREFIX_PATH', 'PYTHONPATH',
                 'LD_LIBRARY_PATH', 'PATH'):
         if var in env:
-            env[var] = os.pathsep.join(p for p in env[var].split(os.pathsep) if not p.startswith(own))
+            env[var] = os.pathsep.join(p for p in env[var].split(os.pathsep) if not p.startswith(dropped))
     return env
 
 
 def workspace_env(mode: Mode, with_underlay: bool = True) -> dict[str, str]:
     """The environment to build and run in: the venv first, and in PyPI mode the venv as ament prefix."""
-    env = inherited_env()
+    env = environment_without(INSTALL, UNDERLAY)  # a shell may have sourced them
     env['VIRTUAL_ENV'] = str(VENV)
     env['PATH'] = f'{VENV / "bin"}{os.pathsep}{env.get("PATH", "")}'
     env.pop('PYTHONHOME', None)
