@@ -187,8 +187,8 @@ def _remember(record: dict, key: Any, value: Any) -> None:
 
 class NodeClient:
     """The node's counterpart: a camera publisher, service clients, and a record of every output,
-    spun in its own thread and ROS context. Per header stamp it keeps when a frame was published
-    and when its detections came back."""
+    spun in its own thread and ROS context. Per header stamp it keeps the latest detections, when
+    the frame was last published and when detections for it last came back."""
 
     def __init__(self, namespace: str, compressed: bool = False, camera_qos: str = 'sensor_data',
                  diagnostics_topic: str = '/diagnostics') -> None:
@@ -236,8 +236,7 @@ class NodeClient:
         stamp = stamp_to_ns(message.header.stamp)
         with self._lock:
             _remember(self.detections, stamp, message)
-            if stamp not in self.answered_at:
-                _remember(self.answered_at, stamp, time.monotonic())
+            _remember(self.answered_at, stamp, time.monotonic())  # the latest answer, as for detections
 
     def _on_status(self, message: TrackerStatus) -> None:
         with self._lock:

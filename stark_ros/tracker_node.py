@@ -23,11 +23,11 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray
 
-from stark_model import CheckpointError, ConfigError, StarkTracker, TrackerError, create_tracker, load_model
+from stark_model import StarkTracker, TrackerError, create_tracker, load_model
 from stark_ros.msg import TrackerStatus
 from stark_ros.srv import CancelTarget, InitTarget
 
@@ -100,11 +100,11 @@ class TrackerNode(Node):
 
     def _subscribe_camera(self) -> None:
         settings = self._settings
-        if settings['input.qos'] == 'sensor_data':
-            qos = QoSProfile(**{**_qos_fields(qos_profile_sensor_data), 'depth': settings['input.qos_depth']})
-        else:
-            qos = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
-                             depth=settings['input.qos_depth'])
+        # sensor_data = best effort, volatile, keep last; the depth is ours.
+        reliability = (ReliabilityPolicy.BEST_EFFORT if settings['input.qos'] == 'sensor_data'
+                       else ReliabilityPolicy.RELIABLE)
+        qos = QoSProfile(reliability=reliability, history=HistoryPolicy.KEEP_LAST,
+                         durability=DurabilityPolicy.VOLATILE, depth=settings['input.qos_depth'])
         topic = settings['input.image_topic']
         if settings['input.transport'] == 'compressed':
             message_type, convert, topic = CompressedImage, compressed_to_rgb, f'{topic}/compressed'
@@ -128,7 +128,9 @@ class TrackerNode(Node):
                                          dataset=settings['model.update_profile'],
                                          max_targets=settings['tracking.max_targets'])
                 tracker.warm_up()
-            except (CheckpointError, ConfigError, TrackerError, ValueError, OSError) as error:
+            # CheckpointError and torch's errors (CUDA out of memory, say) are RuntimeErrors;
+            # ConfigError and TrackerError are ValueErrors.
+            except (RuntimeError, ValueError, OSError, MemoryError) as error:
                 problem = f'cannot load model {checkpoint}: {error}'
             else:
                 with self._lock:
@@ -303,11 +305,6 @@ def apply_cpu_threads(requested: int) -> int:
     """Set PyTorch's CPU thread count (0: PyTorch's own default, one per core); returns it."""
     torch.set_num_threads(requested or TORCH_DEFAULT_THREADS)
     return torch.get_num_threads()
-
-
-def _qos_fields(profile: QoSProfile) -> dict[str, Any]:
-    return {'reliability': profile.reliability, 'durability': profile.durability,
-            'history': profile.history, 'depth': profile.depth}
 
 
 STATE_COLOURS = {TargetState.IDLE: (255, 255, 0), TargetState.TRACKING: (0, 255, 0), TargetState.LOST: (255, 0, 0)}

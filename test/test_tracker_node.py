@@ -14,7 +14,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CompressedImage, Image
 
-from stark_ros.driver import NodeClient, NodeProcess
+from stark_ros.driver import NodeClient, NodeError, NodeProcess
 from stark_model import load_model, save_checkpoint
 from stark_ros.msg import TargetStatus
 from stark_training.synthetic import make_sequence
@@ -73,6 +73,25 @@ def running(lite_checkpoint):
     finish(node, peer)
 
 
+def show(peer: NodeClient, sequence, index: int, send=None, timeout: float = 30.0):
+    """Send frame `index` until the node answers its stamp (best effort may drop a sample, the
+    first one after discovery especially); returns the answer."""
+    send = send or (lambda: peer.publish(sequence.frames[index], stamp(index)))
+    started = time.monotonic()
+
+    def answered() -> bool:
+        return (peer.round_trip(stamp(index))[1] or 0.0) >= started
+
+    while not answered() and time.monotonic() < started + timeout:
+        send()
+        try:
+            peer.wait_until(answered, timeout=1.0)
+        except NodeError:
+            pass
+    assert answered(), f'no result for frame {index} within {timeout} s'
+    return peer.detection_for(stamp(index))
+
+
 def play(peer: NodeClient, sequence, indices) -> list:
     """Publish frames at 1 / FRAME_PERIOD_S Hz; returns their headers."""
     headers = []
@@ -93,9 +112,8 @@ def test_refuses_init_before_any_frame(lite_checkpoint):
 
 def test_tracks_two_targets_with_image_headers_ids_and_labels(running, sequence):
     node, peer = running
-    play(peer, sequence, range(0, 5))
-    peer.wait_until(lambda: peer.detection_for(stamp(4)) is not None, what='a result for frame 4')
-    assert peer.detection_for(stamp(4)).detections == [], 'no target yet: an empty array per frame'
+    play(peer, sequence, range(0, 4))
+    assert show(peer, sequence, 4).detections == [], 'no target yet: an empty array per frame'
 
     first = peer.init_target(sequence.boxes[2][0], stamp(2), target_id='cup', label='mug')
     assert first.success and first.target_id == 'cup', first.message
@@ -103,8 +121,8 @@ def test_tracks_two_targets_with_image_headers_ids_and_labels(running, sequence)
     second = peer.init_target(sequence.boxes[4][1])  # latest frame, fresh id, default label
     assert second.success and second.target_id.startswith('target-'), second.message
 
-    headers = play(peer, sequence, range(5, 25))
-    peer.wait_until(lambda: peer.detection_for(stamp(24)) is not None, what='a result for the last frame')
+    headers = play(peer, sequence, range(5, 24))
+    headers.append(show(peer, sequence, 24).header)
     published = {(h.stamp.sec, h.stamp.nanosec): h.frame_id for h in headers}
     answered = [peer.detection_for(stamp(i)) for i in range(5, 25)]
     answered = [message for message in answered if message is not None]
@@ -127,7 +145,7 @@ def test_tracks_two_targets_with_image_headers_ids_and_labels(running, sequence)
     assert states[0] == TargetStatus.IDLE and TargetStatus.TRACKING in states
     assert states.index(TargetStatus.TRACKING) > 0 and TargetStatus.LOST not in states
     last = peer.statuses[-1]
-    assert last.frames_received >= 25 and last.frames_processed >= len(answered)
+    assert last.frames_received >= 20 and last.frames_processed >= len(answered)  # best effort may drop one
     assert last.frames_received - last.frames_processed - last.frames_dropped in (0, 1), 'every frame accounted for'
     assert max(t.frames_tracked for t in last.targets if t.target_id == 'cup') >= 10
 
@@ -187,13 +205,9 @@ def test_target_limit_ids_and_cancellation(running, sequence):
     assert not peer.cancel().success
     cancelled = peer.cancel('a')
     assert cancelled.success and list(cancelled.cancelled_ids) == ['a']
-    play(peer, sequence, [34])
-    peer.wait_until(lambda: peer.detection_for(stamp(34)) is not None, what='a result after cancelling')
-    assert [d.id for d in peer.detection_for(stamp(34)).detections] == ['b']
+    assert [d.id for d in show(peer, sequence, 34).detections] == ['b']
     assert list(peer.cancel(cancel_all=True).cancelled_ids) == ['b']
-    play(peer, sequence, [35])
-    peer.wait_until(lambda: peer.detection_for(stamp(35)) is not None, what='a result after cancel_all')
-    assert peer.detection_for(stamp(35)).detections == []
+    assert show(peer, sequence, 35).detections == []
 
 
 def bad_images() -> list[Image]:
@@ -216,8 +230,7 @@ def test_defective_images_are_skipped_and_counted(running, sequence):
         image.header.stamp.sec = 99
         peer.publish_message(image)
         time.sleep(0.05)
-    play(peer, sequence, [36])
-    peer.wait_until(lambda: peer.detection_for(stamp(36)) is not None, what='a good frame after bad ones')
+    show(peer, sequence, 36)  # a good frame after the bad ones
     peer.wait_until(lambda: int(peer.latest_diagnostics().get('frames_rejected', 0)) >= 5,
                     timeout=10, what='diagnostics counting the rejected frames')
     log = node.log()
@@ -248,8 +261,7 @@ def test_unloadable_checkpoint_keeps_the_node_up_until_a_good_one_is_set(tmp_pat
                         timeout=10, what='an ERROR diagnostic')
         assert 'unknown parameter tracking.max_target (did you mean tracking.max_targets?)' in node.log()
         assert peer.set_parameter('model.checkpoint', str(lite_checkpoint)).successful
-        peer.publish(sequence.frames[1], stamp(1))
-        peer.wait_until(lambda: peer.detection_for(stamp(1)) is not None, what='a frame reaching the node')
+        show(peer, sequence, 1)
         accepted = peer.init_target(sequence.boxes[1][0], stamp(1))
         assert accepted.success, accepted.message
     finally:
@@ -266,14 +278,13 @@ def test_compressed_transport(lite_checkpoint, sequence):
             message.data = encoded.tobytes()
             message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp(index), 1_000_000_000)
             peer.publish_message(message)
-        publish(0)
-        peer.wait_until(lambda: peer.detection_for(stamp(0)) is not None, what='a result for a JPEG frame')
+        show(peer, sequence, 0, send=lambda: publish(0))
         assert peer.init_target(sequence.boxes[0][0], stamp(0), label='jpeg').success
-        for index in range(1, 4):
+        for index in range(1, 3):
             publish(index)
             time.sleep(FRAME_PERIOD_S)
-        peer.wait_until(lambda: peer.detection_for(stamp(3)) is not None, what='tracking on JPEG frames')
-        assert [d.results[0].hypothesis.class_id for d in peer.detection_for(stamp(3)).detections] == ['jpeg']
+        tracked = show(peer, sequence, 3, send=lambda: publish(3))
+        assert [d.results[0].hypothesis.class_id for d in tracked.detections] == ['jpeg']
     finally:
         finish(node, peer)
 
@@ -322,11 +333,10 @@ def test_fuzzed_images_and_requests_never_break_the_node(running, image, request
 def test_node_still_works_after_fuzzing(running, sequence):
     node, peer = running
     peer.cancel(cancel_all=True)
-    play(peer, sequence, [37])
+    show(peer, sequence, 37)
     assert peer.init_target(sequence.boxes[37][0], stamp(37), target_id='after').success
-    play(peer, sequence, [38, 39])
-    peer.wait_until(lambda: peer.detection_for(stamp(39)) is not None, what='a result after fuzzing')
-    assert [d.id for d in peer.detection_for(stamp(39)).detections] == ['after']
+    play(peer, sequence, [38])
+    assert [d.id for d in show(peer, sequence, 39).detections] == ['after']
     assert 'internal error' not in node.log() and 'Traceback' not in node.log()
 
 
@@ -345,8 +355,7 @@ def stark_init(namespace: str, *args: str, env: dict | None = None) -> subproces
 def test_stark_init_command_line_client(running, sequence):
     node, peer = running
     peer.cancel(cancel_all=True)
-    play(peer, sequence, [20])
-    peer.wait_until(lambda: peer.detection_for(stamp(20)) is not None, what='a frame for stark-init')
+    show(peer, sequence, 20)
     x, y, w, h = sequence.boxes[20][0]
     started = stark_init(node.namespace, str(x), str(y), str(w), str(h), '--label', 'cli', '--id', 'cli-1',
                          '--stamp', '1700000002.0')
@@ -371,11 +380,10 @@ def test_debug_image_only_when_enabled_and_subscribed(running, sequence):
     subscription = peer.node.create_subscription(Image, 'stark/debug_image', received.append, 10)
     try:
         peer.cancel(cancel_all=True)
-        play(peer, sequence, [21])
-        peer.wait_until(lambda: peer.detection_for(stamp(21)) is not None, what='a frame')
+        show(peer, sequence, 21)
         assert peer.init_target(sequence.boxes[21][0], stamp(21), target_id='drawn').success
-        play(peer, sequence, [22, 23])
-        peer.wait_until(lambda: peer.detection_for(stamp(23)) is not None, what='results')
+        play(peer, sequence, [22])
+        show(peer, sequence, 23)
         assert received == [], 'off by default'
         assert peer.set_parameter('output.debug_image', True).successful
         play(peer, sequence, [24, 25])
