@@ -51,12 +51,15 @@ def test_colcon_builds_from_clean_tree_and_generated_types_import(tmp_path):
         'print(stark_ros.srv.InitTarget.__module__, stark_ros.msg.TrackerStatus.__module__)\n'
         'print(sorted(stark_ros.srv.InitTarget.Request.get_fields_and_field_types()))\n'
         'print(stark_model.__file__)\n'
+        'print(stark_model.config.variant_dir(), stark_model.load_variant("st101").model.backbone)\n'
         + ''.join(f'vision_msgs.msg.{name}()\n' for name in VISION_MSGS_TYPES))
     out = run(['bash', '-c', f'source install/setup.bash && cd / && {sys.executable} -c "$0"', probe],
               cwd=tmp_path, env=env).stdout.splitlines()
     assert out[0] == 'stark_ros.srv._init_target stark_ros.msg._tracker_status'
     assert out[1] == str(sorted(['x', 'y', 'width', 'height', 'stamp', 'target_id', 'label']))
     assert out[2].startswith(str(tmp_path / 'install')), 'stark_model must come from the new install'
+    variant_dir, backbone = out[3].split()
+    assert variant_dir.startswith(str(tmp_path / 'install')) and backbone == 'resnet101'
     for executable in ('lib/stark_ros/tracker_node', 'lib/stark_ros/init_target', 'bin/stark-init',
                        'share/stark_ros/launch/tracker.launch.py', 'share/stark_ros/config/tracker.yaml'):
         assert (tmp_path / 'install' / 'stark_ros' / executable).exists(), executable
