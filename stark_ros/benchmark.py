@@ -49,7 +49,7 @@ from stark_ros.msg import TrackerStatus
 from stark_training.synthetic import make_sequence
 
 from .driver import NodeClient, NodeProcess, large_frame_transport, untrained_checkpoint
-from .frame_buffer import stamp_to_ns
+from .frame_buffer import set_stamp, stamp_to_ns
 from .image_conversion import rgb_to_image_msg
 
 STAGES = ('conversion', 'crop', 'model', 'update', 'publish')
@@ -162,7 +162,7 @@ class Pump:
 
     def _publish(self, index: int) -> None:
         message, stamp_ns = self._clip.messages[index], time.time_ns()
-        message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        set_stamp(message.header.stamp, stamp_ns)
         self.clip_index[stamp_ns] = index
         self._client.publish_message(message)
 

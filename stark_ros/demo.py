@@ -23,6 +23,7 @@ from stark_model.box_ops import iou_xywh
 from stark_training.synthetic import SyntheticSequence, make_sequence
 
 from .driver import NodeClient, NodeProcess, large_frame_transport, untrained_checkpoint
+from .messages import box_of
 
 BASE_STAMP_NS = 1_700_000_000_000_000_000
 NO_MODEL = ('No trained model is bundled yet (the embedded default model is its own issue), so this '
@@ -80,9 +81,7 @@ def summarise(client: NodeClient, sequence: SyntheticSequence) -> list[str]:
         for i in answered:
             match = [d for d in client.detection_for(stamp(i)).detections if d.id == f'object-{k}']
             if match:
-                b = match[0].bbox
-                box = (b.center.position.x - b.size_x / 2, b.center.position.y - b.size_y / 2, b.size_x, b.size_y)
-                ious.append(iou_xywh(box, sequence.boxes[i][k]))
+                ious.append(iou_xywh(box_of(match[0]), sequence.boxes[i][k]))
         if ious:
             lines.append(f'object-{k}: mean IoU {np.mean(ious):.3f}, IoU > 0.5 on '
                          f'{100 * np.mean(np.array(ious) > 0.5):.0f}% of {len(ious)} frames')
@@ -106,9 +105,8 @@ def write_video(path: Path, client: NodeClient, sequence: SyntheticSequence, fps
             cv2.rectangle(canvas, (int(x), int(y)), (int(x + w), int(y + h)), (255, 255, 255), 1)
         result = client.detection_for(stamp(index))
         for detection in result.detections if result else []:
-            b = detection.bbox
-            x1, y1 = b.center.position.x - b.size_x / 2, b.center.position.y - b.size_y / 2
-            cv2.rectangle(canvas, (int(x1), int(y1)), (int(x1 + b.size_x), int(y1 + b.size_y)), (0, 255, 0), 2)
+            x, y, w, h = box_of(detection)
+            cv2.rectangle(canvas, (int(x), int(y)), (int(x + w), int(y + h)), (0, 255, 0), 2)
         writer.write(canvas)
     writer.release()
     return True

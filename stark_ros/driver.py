@@ -33,7 +33,7 @@ from vision_msgs.msg import Detection2DArray
 from stark_ros.msg import TrackerStatus
 from stark_ros.srv import CancelTarget, InitTarget
 
-from .frame_buffer import stamp_to_ns
+from .frame_buffer import set_stamp, stamp_to_ns
 from .image_conversion import rgb_to_image_msg
 
 NODE_NAME = 'stark_tracker'
@@ -262,10 +262,6 @@ class NodeClient:
         with self._lock:
             return self.published_at.get(stamp_ns), self.answered_at.get(stamp_ns)
 
-    def latest_answered_stamp(self) -> int | None:
-        with self._lock:
-            return max(self.answered_at) if self.answered_at else None
-
     def latest_status(self) -> TrackerStatus | None:
         with self._lock:
             return self.statuses[-1] if self.statuses else None
@@ -298,7 +294,7 @@ class NodeClient:
         """Publish an RGB frame with this stamp; returns its header."""
         message = rgb_to_image_msg(rgb, encoding=encoding)
         message.header.frame_id = frame_id
-        message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        set_stamp(message.header.stamp, stamp_ns)
         self.publish_message(message)
         return message.header
 
@@ -320,7 +316,7 @@ class NodeClient:
     def init_target(self, box, stamp_ns: int = 0, target_id: str = '', label: str = '') -> InitTarget.Response:
         request = InitTarget.Request(x=float(box[0]), y=float(box[1]), width=float(box[2]),
                                      height=float(box[3]), target_id=target_id, label=label)
-        request.stamp.sec, request.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        set_stamp(request.stamp, stamp_ns)
         return self.call(self.init_client, request)
 
     def cancel(self, target_id: str = '', cancel_all: bool = False) -> CancelTarget.Response:

@@ -25,6 +25,11 @@ def stamp_to_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def set_stamp(stamp, stamp_ns: int) -> None:
+    """Write nanoseconds into a builtin_interfaces/Time (the inverse of stamp_to_ns)."""
+    stamp.sec, stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+
+
 def format_stamp(stamp_ns: int) -> str:
     return f'{stamp_ns // 1_000_000_000}.{stamp_ns % 1_000_000_000:09d}'
 

@@ -28,6 +28,12 @@ def detection(header, target: TrackedTarget) -> Detection2D:
     return message
 
 
+def box_of(message: Detection2D) -> tuple[float, float, float, float]:
+    """The xywh pixel box of a detection (the inverse of `detection`)."""
+    b = message.bbox
+    return (b.center.position.x - b.size_x / 2, b.center.position.y - b.size_y / 2, b.size_x, b.size_y)
+
+
 def detections(header, targets: Iterable[TrackedTarget]) -> Detection2DArray:
     """All live targets of a frame; the header is the image's, unchanged."""
     return Detection2DArray(header=header, detections=[detection(header, t) for t in targets])

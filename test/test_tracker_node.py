@@ -15,6 +15,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CompressedImage, Image
 
 from stark_ros.driver import NodeClient, NodeError, NodeProcess
+from stark_ros.frame_buffer import set_stamp
 from stark_model import load_model, save_checkpoint
 from stark_ros.msg import TargetStatus
 from stark_training.synthetic import make_sequence
@@ -276,7 +277,7 @@ def test_compressed_transport(lite_checkpoint, sequence):
             message = CompressedImage(format='jpeg')
             ok, encoded = cv2.imencode('.jpg', cv2.cvtColor(sequence.frames[index], cv2.COLOR_RGB2BGR))
             message.data = encoded.tobytes()
-            message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp(index), 1_000_000_000)
+            set_stamp(message.header.stamp, stamp(index))
             peer.publish_message(message)
         show(peer, sequence, 0, send=lambda: publish(0))
         assert peer.init_target(sequence.boxes[0][0], stamp(0), label='jpeg').success
