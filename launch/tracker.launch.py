@@ -16,6 +16,7 @@ ARGUMENTS = {
     'namespace': 'Namespace of the node and its topics',
     'device': 'cpu, cuda, cuda:N or auto (empty: from config_file)',
     'checkpoint': 'STARK checkpoint path (empty: from config_file)',
+    'managed': 'true: the lifecycle node (managed_tracker_node), configured and activated by a lifecycle manager',
 }
 
 
@@ -25,7 +26,7 @@ def _node(context):
                  if value[name]}
     return [Node(
         package='stark_ros',
-        executable='tracker_node',
+        executable='managed_tracker_node' if value['managed'].lower() == 'true' else 'tracker_node',
         name='stark_tracker',
         namespace=value['namespace'],
         parameters=[value['config_file'], overrides],
@@ -42,6 +43,7 @@ def generate_launch_description() -> LaunchDescription:
         'namespace': '',
         'device': '',
         'checkpoint': '',
+        'managed': 'false',
     }
     return LaunchDescription(
         [DeclareLaunchArgument(name, default_value=defaults[name], description=text)

@@ -6,7 +6,7 @@
     tracker.initialize(rgb_image, (x, y, w, h), 'cup')
     results = tracker.track(next_rgb_image)              # {'cup': TargetResult(box, score, ...)}
 """
-from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, file_sha256, read_checkpoint, save_checkpoint
 from .config import ConfigError, VariantConfig, available_variants, load_variant
 from .factory import LoadedModel, create_tracker, load_model
 from .network import StarkNetwork, build_network
@@ -15,5 +15,5 @@ from .tracker import StarkTracker, TargetResult, TrackerError
 __all__ = [
     'Checkpoint', 'CheckpointError', 'ConfigError', 'LoadedModel', 'StarkNetwork', 'StarkTracker',
     'TargetResult', 'TrackerError', 'VariantConfig', 'available_variants', 'build_network',
-    'create_tracker', 'load_model', 'load_variant', 'read_checkpoint', 'save_checkpoint',
+    'create_tracker', 'file_sha256', 'load_model', 'load_variant', 'read_checkpoint', 'save_checkpoint',
 ]

@@ -1,4 +1,5 @@
-"""ResNet backbones cut after layer3 (output stride 16) with frozen batch norm.
+"""ResNet backbones cut after layer3 (output stride 16) with frozen batch norm (EfficientNet-Lite0:
+efficientnet.py).
 
 Module names follow torchvision's ResNet (conv1, bn1, layer1.0.conv1, ..., downsample.0/1), so
 torchvision ImageNet weights and official STARK checkpoints load without renaming; the network
@@ -126,7 +127,11 @@ class Backbone(nn.Module):
 
     def __init__(self, name: str) -> None:
         super().__init__()
-        self.body = ResNetBody(name)
+        if name == 'efficientnet_lite0':
+            from .efficientnet import EfficientNetLite0  # imports this module's FrozenBatchNorm2d
+            self.body = EfficientNetLite0()
+        else:
+            self.body = ResNetBody(name)
         self.num_channels = self.body.out_channels
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +154,9 @@ class BackboneWithPosition(nn.Sequential):
         return features, small_masks, self[1](small_masks).to(features.dtype)
 
     def freeze_stem_and_layer1(self) -> None:
-        """Train only layer2 and layer3, as STARK does (frozen batch norm has no parameters)."""
+        """Train only layer2 and layer3, as STARK does (frozen batch norm has no parameters);
+        EfficientNet: train only the blocks after stride 4."""
         body = self[0].body
-        for module in (body.conv1, body.layer1):
+        early = body.early_modules() if hasattr(body, 'early_modules') else (body.conv1, body.layer1)
+        for module in early:
             module.requires_grad_(False)

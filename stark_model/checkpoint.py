@@ -5,21 +5,27 @@ objects), our own checkpoints (same layout plus the embedded variant config), an
 Unpickling never imports or calls anything outside PyTorch's own allow-list of tensor-rebuilding
 functions: every other class in the file (the original's training settings, say) is replaced by an
 inert placeholder, and a file that names a code-running function (os.system, eval, ...) is refused.
+Before torch sees a file its format is checked: only torch.save's zip archive (holding exactly the
+entries torch.save writes) and its legacy pickle format pass. TorchScript archives, which torch.load
+would hand to torch.jit.load and so run the code inside, are refused, as is the tar format of very old
+PyTorch. A SHA-256 can pin the file (read_checkpoint(path, sha256=...)); it is checked before unpickling.
 Weights load strictly: any missing, unexpected or misshaped key is an error that names it.
 """
 from __future__ import annotations
 
 import _compat_pickle
+import hashlib
 import io
 import os
 import pickle
+import re
 import struct
 import tempfile
 import types
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import torch
 from torch import nn
@@ -54,6 +60,7 @@ class Checkpoint:
     variant: VariantConfig | None = None  # embedded in our own checkpoints
     epoch: int | None = None
     ignored_objects: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # our files: what save_checkpoint(extra=...) stored
 
 
 class _RefusedGlobal(pickle.UnpicklingError):
@@ -119,29 +126,123 @@ def _restricted_pickle_module(ignored: list[str]) -> types.SimpleNamespace:
                                  load=load, UnpicklingError=pickle.UnpicklingError)
 
 
-def _unpickle(path: Path, ignored: list[str]) -> Any:
+# Entries of a torch.save zip archive, below its one top-level folder. Everything else (TorchScript's
+# code/ and constants.pkl above all: torch.load hands such archives to torch.jit.load, which runs
+# the code inside) is refused before torch sees the file.
+TORCH_SAVE_ENTRY = re.compile(r'data\.pkl|data/\d+|version|byteorder|\.format_version|\.storage_alignment'
+                              r'|\.data/serialization_id|\.data/version')
+TORCHSCRIPT_ENTRY = re.compile(r'code/.*|constants\.pkl|extra/.*|\.data/.*\.pkl')
+PICKLE_PROTOCOL_OPCODE = 0x80  # a pickle of protocol 2 or later starts with it (torch.save's legacy format)
+SHA256_DIGITS = re.compile(r'[0-9a-fA-F]{64}')
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as 64 lowercase hexadecimal digits."""
+    with open(path, 'rb') as file:
+        return _sha256_of(file)
+
+
+def _sha256_of(file: BinaryIO) -> str:
+    file.seek(0)
+    digest = hashlib.sha256()
+    for block in iter(lambda: file.read(1 << 20), b''):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_sha256(file: BinaryIO, path: Path, expected: str) -> None:
+    if not isinstance(expected, str) or not SHA256_DIGITS.fullmatch(expected.strip()):
+        raise CheckpointError(f'the sha256 pinned for checkpoint {path} ({expected!r}) is not 64 '
+                              'hexadecimal digits')
+    actual = _sha256_of(file)
+    if actual != expected.strip().lower():
+        raise CheckpointError(f'checkpoint {path} has sha256 {actual}, but {expected.strip().lower()} is '
+                              'expected: it is not the pinned file (replaced, modified or corrupt)')
+
+
+def _check_zip_entries(file: BinaryIO, path: Path) -> None:
+    """Refuse a zip archive that is not a plain torch.save archive, naming the entries that show it."""
+    file.seek(0)
     try:
-        with open(path, 'rb') as file:
-            head = file.read(4)
-    except OSError as error:
-        raise CheckpointError(f'cannot read checkpoint {path}: {error.strerror}') from None
+        names = zipfile.ZipFile(file).namelist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise CheckpointError(f'checkpoint {path} is truncated or corrupt (broken zip archive: {error})') from None
+    folders = {name.split('/', 1)[0] for name in names}
+    inner = [name.split('/', 1)[1] if '/' in name else '' for name in names]
+    if len(folders) != 1 or 'data.pkl' not in inner:
+        shown = ', '.join(names[:5]) + (f', ... ({len(names) - 5} more)' if len(names) > 5 else '')
+        raise CheckpointError(f'checkpoint {path} is not a readable PyTorch file: a zip archive, but not one '
+                              f'written by torch.save (no <folder>/data.pkl; entries: {shown or "none"})')
+    script = [name for name, entry in zip(names, inner) if TORCHSCRIPT_ENTRY.fullmatch(entry)]
+    if script:
+        raise CheckpointError(f'refusing checkpoint {path}: it is a TorchScript archive (it holds '
+                              f'{", ".join(script[:3])}), and loading one runs the code inside it; '
+                              'give the weights as saved by torch.save (a state dict or a training checkpoint)')
+    unknown = [name for name, entry in zip(names, inner) if not TORCH_SAVE_ENTRY.fullmatch(entry)]
+    if unknown:
+        raise CheckpointError(f'refusing checkpoint {path}: its zip archive holds entries that a torch.save '
+                              f'file does not ({", ".join(unknown[:3])}), so it may be more than tensors')
+
+
+def _check_format(file: BinaryIO, path: Path) -> None:
+    """Let through only torch.save's zip format and its legacy pickle format, before torch sees the file."""
+    head = file.read(512)
     if not head:
         raise CheckpointError(f'checkpoint {path} is empty')
-    if head.startswith(b'PK') and not zipfile.is_zipfile(path):
-        raise CheckpointError(f'checkpoint {path} is truncated or corrupt (broken zip archive)')
+    if head.startswith(b'PK'):
+        file.seek(0)
+        if not zipfile.is_zipfile(file):
+            raise CheckpointError(f'checkpoint {path} is truncated or corrupt (broken zip archive)')
+        _check_zip_entries(file, path)
+    elif head[0] == PICKLE_PROTOCOL_OPCODE:
+        return  # the legacy format: pickles, read by the restricted unpickler below
+    elif len(head) == 512 and _is_tar_header(head):
+        raise CheckpointError(f'refusing checkpoint {path}: it is in the tar format of very old PyTorch '
+                              'versions, which is not supported; load it with that PyTorch and save it again '
+                              'with torch.save')
+    else:
+        raise CheckpointError(f'checkpoint {path} is not a readable PyTorch file: neither a torch.save zip '
+                              f'archive nor a pickle (it starts with {head[:8]!r})')
+
+
+def _is_tar_header(block: bytes) -> bool:
+    """Whether a 512-byte block is a tar header: its checksum field matches its bytes."""
     try:
-        return torch.load(path, map_location='cpu', weights_only=False,
-                          pickle_module=_restricted_pickle_module(ignored))
-    except _RefusedGlobal as error:
-        raise CheckpointError(f'refusing checkpoint {path}: {error}') from None
-    except MemoryError:
-        # Corrupt length fields ask the unpickler for absurd buffers.
-        raise CheckpointError(f'checkpoint {path} is not a readable PyTorch file: reading it asked for more '
-                              'memory than there is (corrupt length field, or too little RAM)') from None
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, TypeError,
-            KeyError, AttributeError, IndexError, OverflowError, struct.error) as error:
-        raise CheckpointError(f'checkpoint {path} is not a readable PyTorch file '
-                              f'(truncated, corrupt or another format): {type(error).__name__}: {error}') from None
+        recorded = int(block[148:156].rstrip(b' \0').decode('ascii') or '-1', 8)
+    except ValueError:
+        return False
+    return recorded == sum(block[:148]) + 8 * 32 + sum(block[156:])
+
+
+def safe_torch_load(path: Path, ignored: list[str], sha256: str | None = None) -> Any:
+    """The content of a torch file, read only after its format is checked (and its sha256, when
+    given) and through the restricted unpickler; foreign classes named in `ignored`."""
+    try:
+        file = open(path, 'rb')
+    except OSError as error:
+        raise CheckpointError(f'cannot read checkpoint {path}: {error.strerror}') from None
+    # One open file throughout: what was inspected and hashed is what gets unpickled, even if the
+    # path is replaced meanwhile.
+    with file:
+        if sha256 is not None:
+            _check_sha256(file, path, sha256)
+        file.seek(0)
+        _check_format(file, path)
+        file.seek(0)
+        try:
+            return torch.load(file, map_location='cpu', weights_only=False,
+                              pickle_module=_restricted_pickle_module(ignored))
+        except _RefusedGlobal as error:
+            raise CheckpointError(f'refusing checkpoint {path}: {error}') from None
+        except MemoryError:
+            # Corrupt length fields ask the unpickler for absurd buffers.
+            raise CheckpointError(f'checkpoint {path} is not a readable PyTorch file: reading it asked for more '
+                                  'memory than there is (corrupt length field, or too little RAM)') from None
+        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError, TypeError,
+                KeyError, AttributeError, IndexError, OverflowError, struct.error) as error:
+            raise CheckpointError(f'checkpoint {path} is not a readable PyTorch file '
+                                  f'(truncated, corrupt or another format): {type(error).__name__}: {error}'
+                                  ) from None
 
 
 def _as_state_dict(candidate: Any, path: Path, where: str) -> dict[str, torch.Tensor]:
@@ -154,14 +255,17 @@ def _as_state_dict(candidate: Any, path: Path, where: str) -> dict[str, torch.Te
     return dict(candidate)
 
 
-def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint file safely; see the module docstring for the accepted layouts."""
+def read_checkpoint(path: str | os.PathLike, sha256: str | None = None) -> Checkpoint:
+    """Read a checkpoint file safely; see the module docstring for the accepted layouts.
+
+    sha256: when given, the file's SHA-256 (hex digits) must equal it; checked before unpickling.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint {path} does not exist' if not path.exists()
                               else f'checkpoint {path} is not a file')
     ignored: list[str] = []
-    content = _unpickle(path, ignored)
+    content = safe_torch_load(path, ignored, sha256)
     if not isinstance(content, Mapping):
         raise CheckpointError(f'checkpoint {path} holds a {type(content).__name__}, not a dict of weights')
     if 'net' in content:
@@ -173,9 +277,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             except ConfigError as error:
                 raise CheckpointError(str(error)) from None
         epoch = content.get('epoch')
+        extra = {k: v for k, v in ours.items() if k not in ('format', 'variant')} if variant else {}
         return Checkpoint(path, _as_state_dict(content['net'], path, "['net']"),
                           'stark_ros' if variant else 'official', variant,
-                          epoch if isinstance(epoch, int) else None, ignored)
+                          epoch if isinstance(epoch, int) else None, ignored, extra)
     if any(isinstance(v, torch.Tensor) for v in content.values()):
         # Tensors at the top level: a bare state dict, whose non-tensor entries get named.
         return Checkpoint(path, _as_state_dict(content, path, 'the file'), 'state_dict', ignored_objects=ignored)
@@ -196,9 +301,11 @@ def infer_variant(state_dict: Mapping[str, torch.Tensor]) -> str:
     blocks = _block_count(state_dict, 'layer3')
     score_head = any(key.startswith('cls_head.') for key in state_dict)
     backbone = {(True, 6): 'resnet50', (True, 23): 'resnet101', (False, 2): 'resnet18'}.get((bottleneck, blocks))
+    if 'backbone.0.body._conv_stem.weight' in state_dict:
+        backbone = 'efficientnet_lite0'
     query = state_dict.get('query_embed.weight')
     hidden = int(query.shape[-1]) if query is not None and query.dim() == 2 else None
-    for name in ('s50', 'st50', 'st101', 'lite'):
+    for name in ('s50', 'st50', 'st101', 'lite', 'lite_effnet'):
         model = load_variant(name).model
         if (model.backbone, model.score_head, model.hidden_dim) == (backbone, score_head, hidden):
             return name
@@ -242,6 +349,14 @@ def save_checkpoint(path: str | os.PathLike, network: nn.Module, variant: Varian
         'epoch': epoch,
         OURS_KEY: {'format': FORMAT_VERSION, 'variant': variant.to_dict(), **(extra or {})},
     }
+    atomic_torch_save(content, path)
+    return path
+
+
+def atomic_torch_save(content: Any, path: str | os.PathLike) -> None:
+    """torch.save through a temporary file in the same folder, so an interrupted save never
+    leaves a broken file where a good one was."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
     try:
@@ -253,7 +368,6 @@ def save_checkpoint(path: str | os.PathLike, network: nn.Module, variant: Varian
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return path
 
 
 def load_torchvision_resnet(network: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:

@@ -70,3 +70,32 @@ def measure_complexity(network: StarkNetwork, variant: VariantConfig) -> Complex
             transformer_heads_gflops=_flops(lambda: network.decode(Tokens.concat([template] * slots + [search]))),
             template_backbone_gflops=_flops(lambda: network.encode(*crop(cfg.template_size))),
         )
+
+
+def flops_by_module(network: StarkNetwork, variant: VariantConfig) -> dict[str, float]:
+    """GFLOPs of one single-target tracking step per top-level module (backbone, bottleneck,
+    transformer, box_head, cls_head, ...): the search crop's encode plus decode."""
+    cfg = variant.tracker
+    network = network.eval()
+    device = next(network.parameters()).device
+
+    def crop(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.zeros(1, 3, size, size, device=device),
+                torch.zeros(1, size, size, dtype=torch.bool, device=device))
+
+    slots = 2 if cfg.dynamic_template else 1
+    with torch.no_grad():
+        template = network.encode(*crop(cfg.template_size))
+        with FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS) as counter:
+            search = network.encode(*crop(cfg.search_size))
+            network.decode(Tokens.concat([template] * slots + [search]))
+    # The counter names each outermost module called by its class ('Transformer', 'CornerHead',
+    # 'Backbone.body', ...); report them under the network's attribute names.
+    names = {type(module).__name__: name for name, module in network.named_children()}
+    names.update({type(module).__name__: 'backbone' for module in network.backbone.children()})
+    result: dict[str, float] = {}
+    for path, ops in counter.get_flop_counts().items():
+        if path != 'Global' and '.' not in path:
+            name = names.get(path, path)
+            result[name] = result.get(name, 0.0) + sum(ops.values()) / 1e9
+    return result

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
-BACKBONES = ('resnet18', 'resnet50', 'resnet101')
+BACKBONES = ('resnet18', 'resnet50', 'resnet101', 'efficientnet_lite0')
 
 
 class ConfigError(ValueError):
@@ -165,10 +165,14 @@ def load_variant(name_or_path: str | Path) -> VariantConfig:
         if not path.is_file():
             raise ConfigError(f'unknown model variant {str(name_or_path)!r}; '
                               f'available: {", ".join(available_variants())} or a path to a YAML file')
+    return variant_from_dict(read_yaml(path, 'model config'), str(path))
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A YAML file's content; ConfigError naming the file (`what` says which kind) when unreadable."""
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(Path(path).read_text())
     except OSError as error:
-        raise ConfigError(f'cannot read model config {path}: {error.strerror}') from None
+        raise ConfigError(f'cannot read {what} {path}: {error.strerror}') from None
     except yaml.YAMLError as error:
         raise ConfigError(f'{path}: not valid YAML: {error}') from None
-    return variant_from_dict(data, str(path))

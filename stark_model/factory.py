@@ -2,10 +2,12 @@
 the node, the evaluator, the trainer and the benchmarks use."""
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from .checkpoint import Checkpoint, infer_variant, load_weights, read_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, infer_variant, load_weights, read_checkpoint
 from .config import VariantConfig, load_variant
 from .network import StarkNetwork, build_network
 from .tracker import StarkTracker
@@ -25,22 +27,41 @@ class LoadedModel:
         return f'STARK {self.variant.variant} from {source}'
 
 
-def load_model(checkpoint: str | os.PathLike | None = None, variant: str | os.PathLike | None = None,
-               allow_untrained: bool = False) -> LoadedModel:
-    """The network for `checkpoint` (variant: embedded, named, or inferred from the weights).
+DEFAULT_MODEL_DIR = Path(__file__).parent / 'default_model'
+DEFAULT_MODEL_FILE = 'stark_lite_effnet.pth.tar'
 
-    Without a checkpoint the variant must be named and allow_untrained set: random weights are
-    for tests and speed measurements only.
+
+def default_checkpoint() -> Path:
+    """The default model shipped inside this package (docs/MODEL_CARD.md), its sha256 checked."""
+    path = DEFAULT_MODEL_DIR / DEFAULT_MODEL_FILE
+    sums = DEFAULT_MODEL_DIR / 'SHA256SUMS'
+    if not path.is_file() or not sums.is_file():
+        raise CheckpointError(f'the default model {path} (or its SHA256SUMS) is missing from this installation; '
+                              'pass a checkpoint path instead')
+    expected = dict(line.split()[::-1] for line in sums.read_text().splitlines() if line.strip())
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if expected.get(path.name) != actual:
+        raise CheckpointError(f'the default model {path} does not match {sums} (sha256 {actual}): '
+                              'the file is damaged; reinstall stark_ros')
+    return path
+
+
+def load_model(checkpoint: str | os.PathLike | None = None, variant: str | os.PathLike | None = None,
+               allow_untrained: bool = False, sha256: str | None = None) -> LoadedModel:
+    """The network for `checkpoint` (variant: embedded, named, or inferred from the weights);
+    sha256, when given, pins the checkpoint file's SHA-256 (checked before unpickling).
+
+    Without a checkpoint: the default model shipped in the package (default_checkpoint()), or,
+    with a variant named and allow_untrained set, random weights (for tests and speed figures).
     """
     if checkpoint is None or str(checkpoint) == '':
-        if not allow_untrained:
-            raise ValueError('no checkpoint given: pass the path of a STARK checkpoint '
-                             '(official .pth.tar or one trained with stark_training)')
-        if variant is None:
-            raise ValueError('an untrained model needs a variant name')
+        if not (allow_untrained and variant is not None):
+            return load_model(default_checkpoint(), variant, sha256=sha256)
+        if sha256 is not None:
+            raise ValueError('a sha256 was given but no checkpoint to check it against (untrained weights)')
         config = load_variant(variant)
         return LoadedModel(build_network(config.model, config.tracker.search_size), config, None)
-    contents = read_checkpoint(checkpoint)
+    contents = read_checkpoint(checkpoint, sha256=sha256)
     if variant is not None:
         config = load_variant(variant)
     elif contents.variant is not None:
@@ -53,7 +74,12 @@ def load_model(checkpoint: str | os.PathLike | None = None, variant: str | os.Pa
 
 
 def create_tracker(model: LoadedModel, device: str = 'cpu', precision: str = 'fp32',
-                   dataset: str = 'default', max_targets: int | None = None) -> StarkTracker:
-    """A tracker running `model` on `device` at `precision` ('fp32', 'fp16', 'bf16')."""
+                   dataset: str = 'default', max_targets: int | None = None,
+                   fast_kernels: bool = False, backend: str = 'pytorch', crops: str = 'auto',
+                   cache_dir: str | None = None) -> StarkTracker:
+    """A tracker running `model` on `device` at `precision` ('fp32', 'fp16', 'bf16') through
+    `backend` (stark_model.backends); fast_kernels trades the original's exact rounding for speed
+    (see StarkTracker)."""
     return StarkTracker(model.network, model.variant.tracker, device=device, precision=precision,
-                        dataset=dataset, max_targets=max_targets)
+                        dataset=dataset, max_targets=max_targets, fast_kernels=fast_kernels,
+                        backend=backend, crops=crops, cache_dir=cache_dir)

@@ -85,7 +85,13 @@ class StarkNetwork(nn.Module):
 
     def encode(self, images: torch.Tensor, masks: torch.Tensor) -> Tokens:
         """images: (B, 3, S, S) normalised; masks: (B, S, S) bool, True = padding."""
-        features, small_masks, pos = self.backbone(images, masks)
+        features, small_masks = self.backbone[0](images, masks)
+        return self.encode_features(features, small_masks)
+
+    def encode_features(self, features: torch.Tensor, small_masks: torch.Tensor) -> Tokens:
+        """Tokens from backbone features (B, C, H, W) and their padding masks (B, H, W): the part of
+        `encode` after the backbone (training from cached backbone features starts here)."""
+        pos = self.backbone[1](small_masks).to(features.dtype)
         features = self.bottleneck(features)
         return Tokens(features.flatten(2).permute(2, 0, 1), small_masks.flatten(1),
                       pos.flatten(2).permute(2, 0, 1))

@@ -2,16 +2,20 @@
 
 Two calls make up the interface that the ROS node, the evaluator and the replay tool share:
 `initialize(image, box, target_id)` starts (or restarts) a target and `track(image)` follows every
-live target into the next frame. All targets of a frame go through the network as one batch.
+live target into the next frame. All targets of a frame go through the network as one batch, run
+by a backend (stark_model.backends: eager PyTorch, CUDA graphs, ONNX Runtime, TensorRT); the
+algorithm below stays here, the same for every backend.
 
 Per target the algorithm is the original's: crop the search region around the previous box,
-predict the box in the crop, map it back into the image and clip it (10 px margin); STARK-ST
-also replaces its dynamic template every `update_interval` tracked frames when the score
-exceeds the threshold, cropping it from the current frame at the new box.
+predict the box in the crop, map it back into the image and clip it (10 px margin, or the image's
+size where that is smaller, so boxes stay inside); STARK-ST also replaces its dynamic template
+every `update_interval` tracked frames when the score exceeds the threshold, cropping it from the
+current frame at the new box.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -19,10 +23,13 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from .backends import BackendError, create_backend
 from .box_ops import Box, clip_box, map_box_back, validate_box
 from .config import TrackerConfig
+from .gpu_crop import crop_squares, upload_frame
 from .network import StarkNetwork, Tokens
-from .preprocessing import Crop, Normalizer, crop_square
+from .preprocessing import Normalizer, crop_square
+from .transformer import fused_attention
 
 PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 CLIP_MARGIN = 10
@@ -95,7 +102,15 @@ class StarkTracker:
     """Tracks targets with a STARK network; one batched forward per frame for all targets."""
 
     def __init__(self, network: StarkNetwork, config: TrackerConfig, device: str | torch.device = 'cpu',
-                 precision: str = 'fp32', dataset: str = 'default', max_targets: int | None = None) -> None:
+                 precision: str = 'fp32', dataset: str = 'default', max_targets: int | None = None,
+                 fast_kernels: bool = False, backend: str = 'pytorch', crops: str = 'auto',
+                 cache_dir: str | None = None) -> None:
+        """fast_kernels: channels-last crops and fused attention, faster on some hardware but
+        rounded differently from the original; off, the fp32 CPU path computes the original's bits.
+        backend: how the network runs (stark_model.backends: pytorch, pytorch-graph, onnxruntime,
+        tensorrt; cache_dir holds their exported graphs and engines). crops: 'opencv' (per target
+        on the CPU), 'torch' (all targets in one batched call on the device, the frame uploaded
+        once) or 'auto' (torch on CUDA, else opencv)."""
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
             raise TrackerError(f'precision {precision!r} is not one of {", ".join(PRECISIONS)}')
@@ -106,7 +121,17 @@ class StarkTracker:
         self.config = config
         self.update_interval = config.update_interval(dataset)
         self.max_targets = max_targets
-        self._normalize = Normalizer(self.device)
+        self.fast_kernels = fast_kernels
+        self._normalize = Normalizer(self.device, channels_last=fast_kernels)
+        if crops not in ('auto', 'opencv', 'torch'):
+            raise TrackerError(f'crops {crops!r} is not one of auto, opencv, torch')
+        self.crops = ('torch' if self.device.type == 'cuda' else 'opencv') if crops == 'auto' else crops
+        try:
+            self.backend = create_backend(backend, self.network, config, self.device, precision,
+                                          max_targets=max_targets, fast_kernels=fast_kernels,
+                                          cache_dir=cache_dir)
+        except BackendError as error:
+            raise TrackerError(str(error)) from None
         self._targets: dict[str, _Target] = {}
         self.last_timing = StepTiming()
 
@@ -121,11 +146,28 @@ class StarkTracker:
     def _inference(self) -> Iterator[None]:
         dtype = PRECISIONS[self.precision]
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
-                                                    enabled=dtype is not None):
+                                                    enabled=dtype is not None), \
+                fused_attention(self.fast_kernels):
             yield
 
-    def _encode(self, crops: Sequence[Crop]) -> Tokens:
-        return self.network.encode(*self._normalize(crops))
+    def _upload(self, image: np.ndarray) -> torch.Tensor | None:
+        """The frame on the device for torch crops (one copy per frame); None for OpenCV crops."""
+        return upload_frame(image, self.device) if self.crops == 'torch' else None
+
+    def _crop(self, image: np.ndarray, frame: torch.Tensor | None, boxes: list[Box], factor: float,
+              size: int) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+        """Normalised crops (B, 3, S, S) and padding masks (B, S, S) on the device, resize factors."""
+        if frame is not None:
+            images, masks, factors = crop_squares(frame, boxes, factor, size)
+            return self._normalize.normalize(images), masks, factors
+        crops = [crop_square(image, box, factor, size) for box in boxes]
+        return *self._normalize(crops), [crop.resize_factor for crop in crops]
+
+    def _encode(self, image: np.ndarray, frame: torch.Tensor | None, boxes: list[Box], factor: float,
+                size: int) -> tuple[Tokens, list[float]]:
+        images, masks, factors = self._crop(image, frame, boxes, factor, size)
+        with torch.inference_mode():
+            return self.backend.encode(images, masks), factors
 
     def initialize(self, image: np.ndarray, box: Sequence[float], target_id: str) -> None:
         """Start tracking `target_id` from an xywh box on `image` (replaces a target of that id)."""
@@ -138,15 +180,15 @@ class StarkTracker:
                 and len(self._targets) >= self.max_targets:
             raise TrackerError(f'already tracking {len(self._targets)} targets, the maximum; '
                                'cancel one first')
-        crop = crop_square(image, box, self.config.template_factor, self.config.template_size)
-        with self._inference():
-            template = self._encode([crop])
+        template, _ = self._encode(image, self._upload(image), [box], self.config.template_factor,
+                                   self.config.template_size)
         templates = [template, template] if self.config.dynamic_template else [template]
         self._targets[target_id] = _Target(box=box, templates=templates)
 
     def warm_up(self) -> None:
         """Run one initialise-and-track on a blank frame, so that one-time costs (kernel selection,
         allocator growth, lazy imports inside torch) are paid now, not on the first real frame."""
+        self.backend.prepare(self.config)
         blank = np.zeros((64, 64, 3), np.uint8)
         warm_id = 'warm-up'
         saved, self._targets = self._targets, {}
@@ -172,40 +214,44 @@ class StarkTracker:
         targets = [self._targets[i] for i in ids]
         cfg = self.config
         started = time.perf_counter()
-        crops = [crop_square(image, t.box, cfg.search_factor, cfg.search_size) for t in targets]
+        frame = self._upload(image)
+        images, masks, factors = self._crop(image, frame, [t.box for t in targets], cfg.search_factor,
+                                            cfg.search_size)
         cropped = time.perf_counter()
-        with self._inference():
-            search = self._encode(crops)
+        with torch.inference_mode():
+            search = self.backend.encode(images, masks)
             slots = [Tokens.stack([t.templates[slot] for t in targets]) for slot in range(len(targets[0].templates))]
-            output = self.network.decode(Tokens.concat(slots + [search]))
-            boxes = output.boxes.float().mean(dim=1).cpu()  # the copy waits for the device
-            scores = output.confidence().float().cpu().tolist()
+            # One small copy back per frame (boxes and scores together); it waits for the device.
+            results = self.backend.decode(Tokens.concat(slots + [search])).packed().cpu()
+        boxes, scores = results[:, :4], results[:, 4].tolist()
         inferred = time.perf_counter()
 
         height, width = image.shape[:2]
         due: list[int] = []
-        for index, (target, crop) in enumerate(zip(targets, crops)):
+        for index, (target, resize_factor) in enumerate(zip(targets, factors)):
             # Same float32 arithmetic as the original: box * search size / resize factor.
-            pred = (boxes[index] * cfg.search_size / crop.resize_factor).tolist()
-            target.box = clip_box(map_box_back(pred, target.box, cfg.search_size, crop.resize_factor),
-                                  height, width, margin=CLIP_MARGIN)
+            pred = (boxes[index] * cfg.search_size / resize_factor).tolist()
+            mapped = map_box_back(pred, target.box, cfg.search_size, resize_factor)
+            if not all(math.isfinite(v) for v in mapped):
+                # No usable prediction (a search crop without one image pixel, on images a pixel
+                # wide, makes the network's attention 0/0): stay, and report no confidence.
+                mapped = target.box
+            target.box = clip_box(mapped, height, width, margin=CLIP_MARGIN)
             target.frames_tracked += 1
-            target.score = scores[index]
+            target.score = scores[index] if math.isfinite(scores[index]) else 0.0
             if (cfg.dynamic_template and target.frames_tracked % self.update_interval == 0
                     and target.score > cfg.update_threshold):
                 due.append(index)
         if due:
-            self._update_templates(image, [targets[i] for i in due])
+            self._update_templates(image, frame, [targets[i] for i in due])
         self.last_timing = StepTiming((cropped - started) * 1000, (inferred - cropped) * 1000,
                                       (time.perf_counter() - inferred) * 1000)
         return {tid: TargetResult(tid, t.box, t.score, t.frames_tracked, template_updated=i in due)
                 for i, (tid, t) in enumerate(zip(ids, targets))}
 
-    def _update_templates(self, image: np.ndarray, targets: list[_Target]) -> None:
+    def _update_templates(self, image: np.ndarray, frame: torch.Tensor | None, targets: list[_Target]) -> None:
         """Replace the dynamic template of each target by a crop of this frame at its new box."""
-        crops = [crop_square(image, t.box, self.config.template_factor, self.config.template_size)
-                 for t in targets]
-        with self._inference():
-            tokens = self._encode(crops)
+        tokens, _ = self._encode(image, frame, [t.box for t in targets], self.config.template_factor,
+                                 self.config.template_size)
         for index, target in enumerate(targets):
             target.templates[1] = tokens.select(index)

@@ -1,13 +1,39 @@
 """The STARK encoder-decoder transformer: post-norm layers, ReLU feed-forward, sequence-first.
 
 Position encodings are added to queries and keys, never to values. The encoder has no final
-norm; the decoder has one. Attention runs through PyTorch's fused kernels (need_weights=False);
-the function is the same as the original's explicit softmax(QK^T)V.
+norm; the decoder has one. By default attention computes its weights as the original does
+(need_weights=True, averaged over heads): PyTorch then runs the explicit softmax(QK^T)V, whose
+rounding is the original's. Inside `fused_attention()` it runs the fused kernel instead
+(need_weights=False): the same function, faster, but rounded differently.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Iterator
+
 import torch
 from torch import nn
+
+# Whether attention may use PyTorch's fused kernel; a context variable, so that trackers sharing one
+# network (or threads running it) each choose for themselves.
+_FUSED_ATTENTION = contextvars.ContextVar('stark_fused_attention', default=False)
+
+
+@contextlib.contextmanager
+def fused_attention(enabled: bool = True) -> Iterator[None]:
+    """Within this block attention skips computing its weights (the fused kernel) when enabled."""
+    token = _FUSED_ATTENTION.set(enabled)
+    try:
+        yield
+    finally:
+        _FUSED_ATTENTION.reset(token)
+
+
+def _need_weights() -> bool:
+    # The original asks nn.MultiheadAttention for the weights (its default), which selects the
+    # unfused computation; the weights themselves are discarded.
+    return not _FUSED_ATTENTION.get()
 
 
 class EncoderLayer(nn.Module):
@@ -24,7 +50,8 @@ class EncoderLayer(nn.Module):
 
     def forward(self, src: torch.Tensor, padding_mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         q = k = src + pos
-        attended = self.self_attn(q, k, value=src, key_padding_mask=padding_mask, need_weights=False)[0]
+        attended = self.self_attn(q, k, value=src, key_padding_mask=padding_mask,
+                                  need_weights=_need_weights())[0]
         src = self.norm1(src + self.dropout1(attended))
         fed = self.linear2(self.dropout(torch.relu(self.linear1(src))))
         return self.norm2(src + self.dropout2(fed))
@@ -48,10 +75,10 @@ class DecoderLayer(nn.Module):
     def forward(self, tgt: torch.Tensor, memory: torch.Tensor, memory_padding_mask: torch.Tensor,
                 pos: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
         q = k = tgt + query_pos
-        attended = self.self_attn(q, k, value=tgt, need_weights=False)[0]
+        attended = self.self_attn(q, k, value=tgt, need_weights=_need_weights())[0]
         tgt = self.norm1(tgt + self.dropout1(attended))
         attended = self.multihead_attn(tgt + query_pos, memory + pos, value=memory,
-                                       key_padding_mask=memory_padding_mask, need_weights=False)[0]
+                                       key_padding_mask=memory_padding_mask, need_weights=_need_weights())[0]
         tgt = self.norm2(tgt + self.dropout2(attended))
         fed = self.linear2(self.dropout(torch.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout3(fed))

@@ -97,10 +97,11 @@ class NodeProcess:
 
     def __init__(self, parameters: Mapping[str, Any] | None = None, namespace: str | None = None,
                  params_file: Path | None = None, log_path: Path | None = None,
-                 extra_ros_args: tuple[str, ...] = (), environment: Mapping[str, str] | None = None) -> None:
+                 extra_ros_args: tuple[str, ...] = (), environment: Mapping[str, str] | None = None,
+                 executable: str = 'tracker_node') -> None:
         self.namespace = namespace or f'/stark_{uuid.uuid4().hex[:8]}'
         params_file = params_file or installed_file('share', 'stark_ros', 'config', 'tracker.yaml')
-        command = [sys.executable, str(installed_file('lib', 'stark_ros', 'tracker_node')), '--ros-args',
+        command = [sys.executable, str(installed_file('lib', 'stark_ros', executable)), '--ros-args',
                    '--params-file', str(params_file), '-r', f'__ns:={self.namespace}', *extra_ros_args]
         for name, value in (parameters or {}).items():
             command += ['-p', f'{name}:={_parameter_text(value)}']
@@ -191,15 +192,15 @@ class NodeClient:
     the frame was last published and when detections for it last came back."""
 
     def __init__(self, namespace: str, compressed: bool = False, camera_qos: str = 'sensor_data',
-                 diagnostics_topic: str = '/diagnostics') -> None:
+                 diagnostics_topic: str = '/diagnostics', camera_topic: str | None = None) -> None:
         self.namespace = namespace
         self.context = Context()
         rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = Node(f'stark_client_{uuid.uuid4().hex[:8]}', namespace=namespace, context=self.context)
         reliability = ReliabilityPolicy.BEST_EFFORT if camera_qos == 'sensor_data' else ReliabilityPolicy.RELIABLE
         qos = QoSProfile(reliability=reliability, depth=QOS_DEPTH)
-        self.camera = self.node.create_publisher(CompressedImage if compressed else Image,
-                                                 'image/compressed' if compressed else 'image', qos)
+        camera_topic = camera_topic or ('image/compressed' if compressed else 'image')
+        self.camera = self.node.create_publisher(CompressedImage if compressed else Image, camera_topic, qos)
         self._lock = threading.RLock()  # conditions given to wait_until may read under it too
         self.detections: dict[int, Detection2DArray] = {}
         self.published_at: dict[int, float] = {}
@@ -288,6 +289,11 @@ class NodeClient:
         """Until the node offers its services and subscribes to our camera topic."""
         self.wait_until(lambda: self.init_client.service_is_ready()
                         and self.camera.get_subscription_count() > 0, timeout, 'the node to come up', node)
+
+    def wait_for_model(self, timeout: float = 120.0, node: NodeProcess | None = None) -> None:
+        """Until /diagnostics says the node's model is loaded and swapped in (model_state ready)."""
+        self.wait_until(lambda: self.latest_diagnostics().get('model_state') == 'ready', timeout,
+                        'the model to be ready', node)
 
     # ----------------------------------------------------------------------------- input
     def publish(self, rgb: np.ndarray, stamp_ns: int, frame_id: str = 'camera', encoding: str = 'rgb8'):

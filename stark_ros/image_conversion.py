@@ -28,6 +28,10 @@ class ImageConversionError(ValueError):
     """An image message that cannot be converted; says which field is wrong and its value."""
 
 
+class ImageTooLargeError(ImageConversionError):
+    """An image with more pixels than the node accepts (refused before anything is allocated)."""
+
+
 class _Layout(NamedTuple):
     bytes_per_pixel: int
     kind: str
@@ -94,7 +98,14 @@ def _byte_view(data: Any) -> np.ndarray:
                                f'got {type(data).__name__}')
 
 
-def _rows(msg: Any) -> tuple[np.ndarray, str, int, int]:
+def check_pixel_count(width: int, height: int, max_pixels: int | None, what: str = 'image') -> None:
+    """ImageTooLargeError unless width x height is within `max_pixels` (None: no cap)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(f'{what} is {width}x{height} = {width * height} pixels, over the cap of '
+                                 f'{max_pixels} (parameter input.max_image_pixels)')
+
+
+def _rows(msg: Any, max_pixels: int | None = None) -> tuple[np.ndarray, str, int, int]:
     """A validated (height, width x bytes per pixel) uint8 view of the pixels, with encoding and size."""
     encoding = msg.encoding
     layout = _LAYOUTS.get(encoding) if isinstance(encoding, str) else None
@@ -104,6 +115,7 @@ def _rows(msg: Any) -> tuple[np.ndarray, str, int, int]:
     height, width, step = _field(msg, 'height'), _field(msg, 'width'), _field(msg, 'step')
     if height == 0 or width == 0:
         raise ImageConversionError(f'image is empty: height {height}, width {width} (both must be at least 1)')
+    check_pixel_count(width, height, max_pixels)
     if layout.kind in _PACKED_422 and width % 2:
         raise ImageConversionError(f'width {width} is odd, but {encoding} ({layout.kind}) packs '
                                    'pixel pairs into 4 bytes, so width must be even')
@@ -133,9 +145,10 @@ def _high_byte(pixels: np.ndarray, big_endian: bool) -> np.ndarray:
     return cv2.extractChannel(pixels, 0 if big_endian else 1)
 
 
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB array of a sensor_msgs Image; a read-only view of msg.data where possible."""
-    rows, encoding, height, width = _rows(msg)
+def image_to_rgb(msg: Image, max_pixels: int | None = None) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB array of a sensor_msgs Image; a read-only view of msg.data where possible.
+    Images over `max_pixels` raise ImageTooLargeError before any conversion."""
+    rows, encoding, height, width = _rows(msg, max_pixels)
     kind = _LAYOUTS[encoding].kind
     pixels = rows.reshape(height, width, _LAYOUTS[encoding].bytes_per_pixel)
     if kind in ('RGB', 'RGBA'):
@@ -164,8 +177,47 @@ def _compression(image_format: Any) -> str:
     return kinds.pop()
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB array of a jpeg or png sensor_msgs CompressedImage."""
+def _png_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, or None when the header is cut short."""
+    if data.size < 24 or data[12:16].tobytes() != b'IHDR':
+        return None
+    return int.from_bytes(data[16:20].tobytes(), 'big'), int.from_bytes(data[20:24].tobytes(), 'big')
+
+
+# JPEG start-of-frame markers (C0-CF except DHT C4, JPG C8 and DAC CC) carry the frame size.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])  # markers without a length field
+
+
+def _jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's first start-of-frame segment, or None if there is none."""
+    raw = data.tobytes() if data.size <= 65536 else data[:65536].tobytes()  # headers sit at the start
+    position = 2
+    while position + 4 <= len(raw):
+        if raw[position] != 0xFF:
+            return None
+        marker = raw[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            position += 2
+            continue
+        if marker in _JPEG_SOF:
+            if position + 9 > len(raw):
+                return None
+            height = int.from_bytes(raw[position + 5:position + 7], 'big')
+            width = int.from_bytes(raw[position + 7:position + 9], 'big')
+            return width, height
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        position += 2 + int.from_bytes(raw[position + 2:position + 4], 'big')
+    return None
+
+
+def compressed_to_rgb(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB array of a jpeg or png sensor_msgs CompressedImage. Images whose
+    header declares more than `max_pixels` raise ImageTooLargeError before decoding."""
     kind = _compression(msg.format)
     data = _byte_view(msg.data)
     if data.size == 0:
@@ -177,6 +229,12 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
                        if data[:len(sig)].tobytes() == sig), None)
         found = f'{actual} data' if actual else f'data starting with {data[:8].tobytes().hex(" ")}'
         raise ImageConversionError(f'format {msg.format!r} says {kind}, but got {found}')
+    if max_pixels is not None:
+        size = _png_size(data) if kind == 'png' else _jpeg_size(data)
+        if size is None:
+            raise ImageConversionError(f'{kind} data of {data.size} bytes has no readable image size in its '
+                                       'header (corrupt or truncated)')
+        check_pixel_count(*size, max_pixels, what=f'{kind} image')
     try:
         decoded = cv2.imdecode(data, _DECODE_FLAGS)
     except cv2.error as error:

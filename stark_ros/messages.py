@@ -39,8 +39,10 @@ def detections(header, targets: Iterable[TrackedTarget]) -> Detection2DArray:
     return Detection2DArray(header=header, detections=[detection(header, t) for t in targets])
 
 
-def tracker_status(header, targets: Iterable[TrackedTarget], figures: StatsSnapshot) -> TrackerStatus:
+def tracker_status(header, targets: Iterable[TrackedTarget], figures: StatsSnapshot,
+                   model_state: str) -> TrackerStatus:
     return TrackerStatus(
+        model_state=model_state,
         header=header,
         targets=[TargetStatus(target_id=t.target_id, label=t.label, state=int(t.state), score=float(t.score),
                               frames_tracked=t.frames_tracked, frames_below_threshold=t.frames_below_threshold)
@@ -52,21 +54,22 @@ def tracker_status(header, targets: Iterable[TrackedTarget], figures: StatsSnaps
 
 
 def diagnostics(stamp, node_name: str, figures: StatsSnapshot, model: Mapping[str, str],
-                error: str | None, targets: int) -> DiagnosticArray:
-    """One DiagnosticStatus: ERROR without a usable model, WARN when frames are dropped
-    or rejected, else OK; values carry the figures and the model in use."""
+                error: str | None, warnings: list[str], targets: int) -> DiagnosticArray:
+    """One DiagnosticStatus: ERROR without a usable model, WARN while any warning holds (frames
+    rejected within the recent window, no frames arriving, a model change that failed), else OK.
+    Frames dropped by the newest-frame-wins policy are reported in the values, not as a fault.
+    The values carry the figures and the model in use."""
     if error:
-        level, message = DiagnosticStatus.ERROR, error
-    elif figures.frames_dropped or figures.frames_rejected:
-        level = DiagnosticStatus.WARN
-        message = (f'{figures.frames_dropped} frames dropped ({100 * figures.drop_rate:.1f}%), '
-                   f'{figures.frames_rejected} rejected')
+        level, message = DiagnosticStatus.ERROR, '; '.join([error, *warnings])
+    elif warnings:
+        level, message = DiagnosticStatus.WARN, '; '.join(warnings)
     else:
         level, message = DiagnosticStatus.OK, 'tracking' if targets else 'waiting for a target'
     values = {
         'input_fps': f'{figures.input_fps:.2f}', 'processed_fps': f'{figures.processed_fps:.2f}',
         'frames_received': str(figures.frames_received), 'frames_processed': str(figures.frames_processed),
         'frames_dropped': str(figures.frames_dropped), 'frames_rejected': str(figures.frames_rejected),
+        'frames_rejected_recently': str(figures.recently_rejected), 'last_rejection': figures.last_rejection,
         'drop_rate': f'{figures.drop_rate:.4f}', 'latency_p50_ms': f'{figures.latency_p50_ms:.2f}',
         'latency_p95_ms': f'{figures.latency_p95_ms:.2f}', 'latency_p99_ms': f'{figures.latency_p99_ms:.2f}',
         'targets': str(targets), **model,

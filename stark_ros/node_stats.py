@@ -43,6 +43,9 @@ class StatsSnapshot:
     latency_p99_ms: float
     # Median milliseconds per frame of each stage: conversion, crop, model, update, publish.
     stage_p50_ms: dict[str, float] = field(default_factory=dict)
+    # Frames rejected within the recent window (see NodeStats.rejection_window) and the latest reason.
+    recently_rejected: int = 0
+    last_rejection: str = ''
 
     @property
     def drop_rate(self) -> float:
@@ -52,23 +55,38 @@ class StatsSnapshot:
 class NodeStats:
     """Counters and meters shared by the executor (arrivals) and the worker (results)."""
 
-    def __init__(self, latency_window: int = 500) -> None:
+    def __init__(self, latency_window: int = 500, rejection_window: float = 10.0) -> None:
         self._lock = threading.Lock()
         self._input, self._output = RateMeter(), RateMeter()
         self._latencies: deque[float] = deque(maxlen=latency_window)
         self._stages: dict[str, deque[float]] = {}
         self._window = latency_window
+        self.rejection_window = rejection_window  # seconds; may change at run time
+        self._rejections: deque[float] = deque()
+        self._last_rejection = ''
         self.received = self.processed = self.dropped = self.rejected = 0
+        self.last_arrival: float | None = None  # monotonic time of the last message, good or not
 
     def frame_received(self, now: float, dropped_pending: bool) -> None:
         with self._lock:
             self.received += 1
             self.dropped += int(dropped_pending)
             self._input.tick(now)
+            self.last_arrival = now
 
-    def frame_rejected(self) -> None:
+    def frame_rejected(self, now: float | None = None, reason: str = '') -> None:
+        """A message that could not be used; counted in the totals and in the recent window."""
+        now = time.monotonic() if now is None else now
         with self._lock:
             self.rejected += 1
+            self._rejections.append(now)
+            self._last_rejection = reason
+            self.last_arrival = now
+            self._forget_old_rejections(now)
+
+    def _forget_old_rejections(self, now: float) -> None:
+        while self._rejections and now - self._rejections[0] > self.rejection_window:
+            self._rejections.popleft()
 
     def frame_processed(self, arrival: float, now: float, stages_ms: dict[str, float] | None = None) -> None:
         """A frame's result went out `now`; `stages_ms` breaks its processing time down."""
@@ -90,6 +108,8 @@ class NodeStats:
             latencies = np.array(self._latencies) if self._latencies else np.zeros(1)
             p50, p95, p99 = np.percentile(latencies, (50, 95, 99))
             stages = {stage: float(np.median(values)) for stage, values in self._stages.items()}
+            self._forget_old_rejections(now)
             return StatsSnapshot(self._input.rate(now), self._output.rate(now), self.received,
                                  self.processed, self.dropped, self.rejected, float(latencies[-1]),
-                                 float(p50), float(p95), float(p99), stages)
+                                 float(p50), float(p95), float(p99), stages, len(self._rejections),
+                                 self._last_rejection)

@@ -7,6 +7,8 @@ default is used instead.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -15,9 +17,17 @@ from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from stark_model.backends import BACKENDS
 from stark_model.tracker import PRECISIONS
 
-BACKENDS = ('pytorch',)
+# Dynamic-template update profiles named in the variant configs (config/models/*.yaml); a variant
+# without an entry for the chosen profile uses its 'default' interval.
+UPDATE_PROFILES = ('default', 'lasot', 'got10k_test', 'trackingnet', 'vot20', 'vot20lt')
+DEVICE_PATTERN = re.compile(r'auto|cpu|cuda(:\d+)?')
+SHA256_PATTERN = re.compile(r'[0-9a-fA-F]{64}')
+# Changing one of these builds a new tracker (in the background); the others apply at once.
+RELOAD_KEYS = ('model.checkpoint', 'model.checkpoint_sha256', 'model.variant', 'model.device',
+               'model.precision', 'model.backend')
 
 
 @dataclass(frozen=True)
@@ -29,14 +39,22 @@ class ParameterSpec:
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    pattern: re.Pattern | None = None  # a string value must match it whole
+    pattern_text: str = ''  # what the pattern means, for the refusal
 
     def problem(self, value: Any) -> str | None:
         """Why `value` is not acceptable, or None."""
         if type(value) is not type(self.default):
             return (f'parameter {self.name} must be {type(self.default).__name__}, '
                     f'got {type(value).__name__} {value!r}')
+        if isinstance(value, float) and not math.isfinite(value):
+            return f'parameter {self.name}: {value} is not a finite number'
         if self.choices is not None and value not in self.choices:
-            return f'parameter {self.name}: {value!r} is not one of {", ".join(self.choices)}'
+            close = difflib.get_close_matches(value, self.choices, n=1)
+            hint = f' (did you mean {close[0]}?)' if close else ''
+            return f'parameter {self.name}: {value!r} is not one of {", ".join(self.choices)}{hint}'
+        if self.pattern is not None and value and not self.pattern.fullmatch(value):
+            return f'parameter {self.name}: {value!r} is not {self.pattern_text}'
         if self.minimum is not None and value < self.minimum:
             return f'parameter {self.name}: {value} is below the minimum {self.minimum}'
         if self.maximum is not None and value > self.maximum:
@@ -46,24 +64,36 @@ class ParameterSpec:
 
 SPECS = {spec.name: spec for spec in (
     ParameterSpec('model.checkpoint', '', 'STARK checkpoint: an official .pth.tar or one trained with '
-                  'stark_training. Changing it at run time reloads the model and drops all targets.', runtime=True),
-    ParameterSpec('model.variant', '', 'Variant name (s50, st50, st101, lite) or YAML path; empty: the one '
-                  'embedded in the checkpoint, else inferred from its weights.', runtime=True),
-    ParameterSpec('model.device', 'auto', 'cpu, cuda, cuda:N, or auto (CUDA when available).', runtime=True),
+                  'stark_training; empty: the default model shipped in stark_model (docs/MODEL_CARD.md). '
+                  'Changing it at run time reloads the model and drops all targets.', runtime=True),
+    ParameterSpec('model.variant', '', 'Variant name (s50, st50, st101, lite, lite_effnet) or YAML path; '
+                  'empty: the one embedded in the checkpoint, else inferred from its weights.', runtime=True),
+    ParameterSpec('model.checkpoint_sha256', '', 'Expected sha256 of the checkpoint file (64 hex digits); '
+                  'a file with another digest is refused. Empty: not checked.', runtime=True,
+                  pattern=SHA256_PATTERN, pattern_text='64 hex digits (or empty)'),
+    ParameterSpec('model.device', 'auto', 'cpu, cuda, cuda:N, or auto (CUDA when available).', runtime=True,
+                  pattern=DEVICE_PATTERN, pattern_text='one of auto, cpu, cuda, cuda:N'),
     ParameterSpec('model.precision', 'fp32', 'fp32, or fp16/bf16 autocast (fp16 on CUDA only).', runtime=True,
                   choices=tuple(PRECISIONS)),
     ParameterSpec('model.backend', 'pytorch', 'Inference backend.', runtime=True, choices=BACKENDS),
-    ParameterSpec('model.cpu_threads', 0, 'PyTorch CPU threads; 0: PyTorch\'s default (one per core).',
+    ParameterSpec('model.cpu_threads', 0, 'PyTorch CPU threads of the inference thread; 0: PyTorch\'s default '
+                  '(one per core).',
                   runtime=True, minimum=0, maximum=1024),
     ParameterSpec('model.update_profile', 'default', 'Dynamic-template update intervals of this benchmark '
-                  'profile (default, lasot, got10k_test, trackingnet, vot20, vot20lt).', runtime=True),
+                  'profile; changes apply at once and keep the targets.', runtime=True, choices=UPDATE_PROFILES),
     ParameterSpec('input.image_topic', 'image', 'Camera topic (relative names follow the namespace; '
-                  'remapping "image" works too). With compressed transport "/compressed" is appended.'),
+                  'remapping "image" works too). With compressed transport "/compressed" is appended to '
+                  'the remapped name, as image_transport does.'),
     ParameterSpec('input.transport', 'raw', 'raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage.',
                   choices=('raw', 'compressed')),
     ParameterSpec('input.qos', 'sensor_data', 'sensor_data (best effort) or reliable.',
                   choices=('sensor_data', 'reliable')),
     ParameterSpec('input.qos_depth', 5, 'History depth of the image subscription.', minimum=1, maximum=1000),
+    ParameterSpec('input.max_image_pixels', 7680 * 4320, 'Frames with more pixels (width x height) are '
+                  'refused before conversion; the default admits 8K.', runtime=True, minimum=1,
+                  maximum=2**31 - 1),
+    ParameterSpec('input.no_frames_warning_s', 5.0, 'Warn (log and /diagnostics) when a publisher exists but '
+                  'no frame arrived for this many seconds.', runtime=True, minimum=0.5, maximum=3600.0),
     ParameterSpec('tracking.max_targets', 8, 'Most targets tracked at once.', runtime=True, minimum=1, maximum=256),
     ParameterSpec('tracking.lost_threshold', 0.3, 'A target whose score stays under this is counted as lost.',
                   runtime=True, minimum=0.0, maximum=1.0),
@@ -75,10 +105,14 @@ SPECS = {spec.name: spec for spec in (
                   '(only while someone subscribes).', runtime=True),
     ParameterSpec('output.diagnostics_period', 1.0, 'Seconds between /diagnostics messages.',
                   minimum=0.1, maximum=60.0),
+    ParameterSpec('output.diagnostics_window', 10.0, 'Seconds over which rejected frames make /diagnostics '
+                  'WARN; it returns to OK once a window passes without one.', runtime=True,
+                  minimum=0.5, maximum=3600.0),
 )}
 
-# Parameters every node has or that rclpy handles itself.
+# Parameters every node has or that rclpy handles itself (qos_overrides.*: see unused_qos_overrides).
 STANDARD_PREFIXES = ('use_sim_time', 'qos_overrides.', 'start_type_description_service')
+QOS_OVERRIDE_PREFIX = 'qos_overrides.'
 
 
 def declare_all(node: Node, report: Callable[[str], None]) -> dict[str, Any]:
@@ -109,6 +143,21 @@ def unknown_overrides(node: Node) -> list[str]:
     overrides = getattr(node, '_parameter_overrides', {})
     return sorted(name for name in overrides
                   if name not in SPECS and not name.startswith(STANDARD_PREFIXES))
+
+
+def unused_qos_overrides(node: Node) -> list[str]:
+    """Problems with qos_overrides.* given at start-up that no entity of the node declared (only the
+    camera subscription accepts overrides); each names the key and what is accepted instead."""
+    overrides = getattr(node, '_parameter_overrides', {})
+    declared = sorted(name for name in node.list_parameters([], 0).names if name.startswith(QOS_OVERRIDE_PREFIX))
+    problems = []
+    for name in sorted(overrides):
+        if name.startswith(QOS_OVERRIDE_PREFIX) and not node.has_parameter(name):
+            close = difflib.get_close_matches(name, declared, n=1)
+            hint = f'did you mean {close[0]}?' if close else f'accepted: {", ".join(declared) or "none"}'
+            problems.append(f'parameter {name} is ignored: only the camera subscription takes QoS overrides '
+                            f'({hint}); input.qos and input.qos_depth set it too')
+    return problems
 
 
 def change_problem(name: str, value: Any) -> str | None:

@@ -85,3 +85,16 @@ def test_detection_array_crosses_processes_with_all_fields(node):
         stop_peer(publisher)
     assert received, 'no Detection2DArray arrived from the other process within 20 s'
     assert received[0] == sample_message()
+
+
+def test_services_live_in_srv_and_messages_in_msg():
+    root = Path(__file__).resolve().parents[1]
+    assert sorted(p.name for p in (root / 'srv').iterdir()) == ['CancelTarget.srv', 'InitTarget.srv']
+    assert sorted(p.name for p in (root / 'msg').iterdir()) == ['TargetStatus.msg', 'TrackerStatus.msg']
+    from ament_index_python.packages import get_package_share_directory
+    share = Path(get_package_share_directory('stark_ros'))
+    assert (share / 'srv' / 'InitTarget.srv').is_file() and (share / 'srv' / 'CancelTarget.srv').is_file()
+    from stark_ros.msg import TrackerStatus
+    from stark_ros.srv import CancelTarget
+    assert InitTarget.__module__ == 'stark_ros.srv._init_target' and CancelTarget.Response().cancelled_ids == []
+    assert TrackerStatus().model_state == ''

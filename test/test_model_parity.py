@@ -42,9 +42,31 @@ def relative_error(ours: torch.Tensor, reference: np.ndarray) -> float:
     return float(np.abs(ours - reference).max() / np.abs(reference).max())
 
 
+# The reference vectors' backbone features are reproduced bit for bit by torch 2.13 on an AVX-512
+# CPU with 2 intra-op threads (the thread count changes how oneDNN splits, hence rounds, a
+# convolution). From the transformer on the vectors differ in the last bits whatever the thread
+# count or attention kernel (the generating environment is not recorded), so those are bounded at
+# a few times the measured differences (2 threads: relative <= 2.1e-6 memory and decoder output,
+# <= 1.5e-5 head input and corner maps; absolute <= 2.8e-6 boxes, <= 4.8e-7 logits).
+EXACT_BACKBONE_CPU = 'AVX512'
+PARITY_THREADS = 2
+RELATIVE_BOUNDS = {'memory': 5e-6, 'decoded': 5e-6, 'head_input': 5e-5, 'score_map_tl': 5e-5,
+                   'score_map_br': 5e-5}
+ABSOLUTE_BOUND = 1e-5  # boxes and logits
+
+
+@pytest.fixture
+def parity_threads():
+    """Run with the thread count under which the backbone features were measured equal."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(PARITY_THREADS)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('variant', list(REFERENCE_NAMES))
-def test_forward_parity(variant, shared_reference, tmp_path):
+def test_forward_parity(variant, shared_reference, tmp_path, parity_threads):
     official_checkpoint(shared_reference, variant, tmp_path / 'STARK_ep0050.pth.tar')
     model = load_model(tmp_path / 'STARK_ep0050.pth.tar')
     assert model.variant.variant == variant, 'variant inferred from the official key layout'
@@ -61,18 +83,25 @@ def test_forward_parity(variant, shared_reference, tmp_path):
                                  torch.from_numpy(data[f'input/{name}/mask'])) for name in crops]
         output = network.decode(Tokens.concat(tokens))
 
-    # Intermediates: relative 1e-3; outputs: absolute 1e-4 (tolerances of the parity README).
-    assert relative_error(captured['layer3'], data['output/backbone_layer3_search']) <= 1e-3
-    assert relative_error(captured['memory'], data['output/encoder_memory']) <= 1e-3
-    assert relative_error(output.decoded, data['output/decoder_output_embed']) <= 1e-3
-    assert relative_error(captured['head_input'], data['output/box_head_input']) <= 1e-3
-    assert relative_error(output.score_map_tl, data['output/score_map_tl']) <= 1e-3
-    assert relative_error(output.score_map_br, data['output/score_map_br']) <= 1e-3
-    assert np.abs(output.boxes.numpy() - data['output/pred_boxes']).max() <= 1e-4
+    layer3 = data['output/backbone_layer3_search']
+    if torch.backends.cpu.get_cpu_capability() == EXACT_BACKBONE_CPU:
+        assert torch.equal(captured['layer3'], torch.from_numpy(layer3)), \
+            f'backbone not bit-identical: relative {relative_error(captured["layer3"], layer3):.3g}'
+    else:  # other kernels round differently; measured at 1 thread on AVX-512: 8.4e-7
+        assert relative_error(captured['layer3'], layer3) <= 5e-6
+    ours = {'memory': captured['memory'], 'decoded': output.decoded, 'head_input': captured['head_input'],
+            'score_map_tl': output.score_map_tl, 'score_map_br': output.score_map_br}
+    references = {'memory': 'encoder_memory', 'decoded': 'decoder_output_embed', 'head_input': 'box_head_input',
+                  'score_map_tl': 'score_map_tl', 'score_map_br': 'score_map_br'}
+    errors = {name: relative_error(tensor, data[f'output/{references[name]}']) for name, tensor in ours.items()}
+    errors['boxes'] = float(np.abs(output.boxes.numpy() - data['output/pred_boxes']).max())
     if variant == 's50':
         assert output.logits is None
     else:
-        assert np.abs(output.logits.numpy() - data['output/pred_logits']).max() <= 1e-4
+        errors['logits'] = float(np.abs(output.logits.numpy() - data['output/pred_logits']).max())
+    print(variant, ', '.join(f'{name} {error:.2g}' for name, error in errors.items()))
+    assert {name: error for name, error in errors.items()
+            if error > RELATIVE_BOUNDS.get(name, ABSOLUTE_BOUND)} == {}
 
 
 @pytest.fixture(scope='module')

@@ -131,3 +131,103 @@ def test_parameter_rules():
     assert change_problem('tracking.lost_threshold', 0.7) is None
     assert change_problem('tracking.nonsense', 1) == 'unknown parameter tracking.nonsense'
     assert change_problem('use_sim_time', True) is None
+
+
+def test_rejected_frames_leave_the_recent_window_but_stay_in_the_totals():
+    stats = NodeStats(rejection_window=2.0)
+    stats.frame_rejected(100.0, 'step 11 is smaller than width 4 x 3 bytes for rgb8')
+    stats.frame_rejected(101.0, 'encoding bayer is not supported')
+    recent = stats.snapshot(now=101.5)
+    assert (recent.frames_rejected, recent.recently_rejected) == (2, 2)
+    assert recent.last_rejection == 'encoding bayer is not supported'
+    assert stats.snapshot(now=102.5).recently_rejected == 1
+    later = stats.snapshot(now=103.5)
+    assert (later.frames_rejected, later.recently_rejected) == (2, 0)
+    assert stats.last_arrival == 101.0
+
+
+def test_diagnostics_level_ignores_dropped_frames_and_recovers():
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from builtin_interfaces.msg import Time
+    from stark_ros.messages import diagnostics
+    stats = NodeStats(rejection_window=1.0)
+    for index in range(10):
+        stats.frame_received(10.0 + index * 0.01, dropped_pending=index % 2 == 1)
+    status = diagnostics(Time(), '/n', stats.snapshot(now=10.2), {}, None, [], targets=1).status[0]
+    assert status.level == DiagnosticStatus.OK and status.message == 'tracking', 'newest-frame-wins is no fault'
+    assert {kv.key: kv.value for kv in status.values}['frames_dropped'] == '5'
+    status = diagnostics(Time(), '/n', stats.snapshot(now=10.2), {}, None, ['2 frames rejected'], 0).status[0]
+    assert status.level == DiagnosticStatus.WARN and status.message == '2 frames rejected'
+    status = diagnostics(Time(), '/n', stats.snapshot(now=10.2), {}, 'no model', ['x'], 0).status[0]
+    assert status.level == DiagnosticStatus.ERROR and status.message == 'no model; x'
+
+
+def test_parameter_values_are_checked_by_name():
+    assert SPECS['tracking.lost_threshold'].problem(float('nan')) == \
+        'parameter tracking.lost_threshold: nan is not a finite number'
+    assert 'inf is not a finite number' in SPECS['output.diagnostics_period'].problem(float('inf'))
+    assert SPECS['model.update_profile'].problem('lasot') is None
+    assert SPECS['model.update_profile'].problem('trackingnett') == (
+        "parameter model.update_profile: 'trackingnett' is not one of default, lasot, got10k_test, trackingnet, "
+        'vot20, vot20lt (did you mean trackingnet?)')
+    assert SPECS['model.device'].problem('cuda:1') is None and SPECS['model.device'].problem('cpu') is None
+    assert "'gpu' is not one of auto, cpu, cuda, cuda:N" in SPECS['model.device'].problem('gpu')
+    assert SPECS['model.checkpoint_sha256'].problem('') is None
+    assert SPECS['model.checkpoint_sha256'].problem('ab' * 32) is None
+    assert 'is not 64 hex digits' in SPECS['model.checkpoint_sha256'].problem('ab' * 31)
+    assert SPECS['input.max_image_pixels'].default == 7680 * 4320
+    assert change_problem('qos_overrides./image.subscription.depth', 3) is None  # rclpy refuses (read-only)
+
+
+def test_model_loader_builds_off_the_calling_thread_and_the_newest_request_wins():
+    from stark_ros.model_loader import ModelLoader
+    release = threading.Event()
+    built, finished = [], []
+
+    def build(settings):
+        built.append(settings['name'])
+        if settings['name'] == 'first':
+            assert release.wait(10)
+        if settings['name'] == 'broken':
+            raise RuntimeError('truncated file')
+        return settings['name'].upper()
+
+    loader = ModelLoader(build, lambda s, result, problem: finished.append((s['name'], result, problem)),
+                         lambda s, error: f'cannot load {s["name"]}: {error}')
+    try:
+        loader.request({'name': 'first'})
+        deadline = time.monotonic() + 10
+        while built != ['first'] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        loader.request({'name': 'second'})
+        loader.request({'name': 'third'})  # replaces 'second', which never starts
+        assert loader.busy() == {'name': 'third'}
+        release.set()
+        while loader.busy() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert built == ['first', 'third']
+        assert finished == [('third', 'THIRD', None)], 'a superseded result is never swapped in'
+        loader.request({'name': 'broken'})
+        while len(finished) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert finished[-1] == ('broken', None, 'cannot load broken: truncated file')
+    finally:
+        loader.close()
+
+
+def test_readme_and_params_file_list_exactly_the_node_parameters():
+    import re
+    from pathlib import Path
+
+    import yaml
+    root = Path(__file__).resolve().parents[1]
+    documented = set()
+    for row in re.findall(r'^\| (`(?:model|input|tracking|output)\.[^|]*)\|', (root / 'README.md').read_text(), re.M):
+        documented.update(re.findall(r'`([a-z_]+\.[a-z_0-9]+)`', row))
+    assert documented == set(SPECS), f'README parameter table: missing {set(SPECS) - documented}, ' \
+                                     f'unknown {documented - set(SPECS)}'
+    tree = yaml.safe_load((root / 'config' / 'tracker.yaml').read_text())['/**/stark_tracker']['ros__parameters']
+    in_file = {f'{group}.{key}' for group, values in tree.items() for key in values}
+    assert in_file == set(SPECS)
+    for name, value in ((f'{g}.{k}', v) for g, values in tree.items() for k, v in values.items()):
+        assert SPECS[name].problem(value) is None and value == SPECS[name].default, name

@@ -269,6 +269,8 @@ def test_clip_box_keeps_every_box_inside_with_at_least_the_margin():
     ((1, 2, 0, 4), 'box size 0x4 must be positive'),
     ((1, 2, 3, -4), 'box size 3x-4 must be positive'),
     ((1, 2, -3, -4), 'must be positive'),
+    ((1, 2, 1e-300, 1e-300), 'is too small: its area must be at least 0.01'),  # w*h underflows to 0
+    ((1, 2, 0.05, 0.1), 'is too small'),
     ((320, 10, 5, 5), 'box (320, 10, 5, 5) lies outside the 320x240 image'),
     ((10, 240, 5, 5), 'lies outside the 320x240 image'),
     ((-5, 10, 5, 5), 'lies outside'),       # touches the left edge from outside

@@ -6,36 +6,31 @@ plumbing and the model's real output shapes and ranges, not tracking accuracy.
 import math
 import os
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CompressedImage, Image
 
-from stark_ros.driver import NodeClient, NodeError, NodeProcess
+from stark_ros.driver import NodeClient, NodeError
 from stark_ros.frame_buffer import set_stamp
-from stark_model import load_model, save_checkpoint
 from stark_ros.msg import TargetStatus
 from stark_training.synthetic import make_sequence
+
+from node_session import finish, stamp, start, write_lite_checkpoint
 
 pytestmark = pytest.mark.slow
 
 WIDTH, HEIGHT = 320, 240
 FRAME_PERIOD_S = 0.2  # 5 Hz: a 2-core CI machine keeps up with two targets on the lite model
-BASE_STAMP_NS = 1_700_000_000_000_000_000
 
-
-def stamp(index: int) -> int:
-    return BASE_STAMP_NS + index * 100_000_000
 
 
 @pytest.fixture(scope='module')
-def lite_checkpoint(tmp_path_factory):
-    torch.manual_seed(7)
-    model = load_model(variant='lite', allow_untrained=True)
-    return save_checkpoint(tmp_path_factory.mktemp('model') / 'lite.pth.tar', model.network, model.variant)
+def lite_checkpoint(tmp_path_factory) -> Path:
+    return write_lite_checkpoint(tmp_path_factory.mktemp('model'), seed=7)
 
 
 @pytest.fixture(scope='module')
@@ -43,26 +38,6 @@ def sequence():
     return make_sequence(num_frames=40, width=WIDTH, height=HEIGHT, num_targets=2, seed=3, target_size=40)
 
 
-def start(parameters: dict, compressed: bool = False) -> tuple[NodeProcess, NodeClient]:
-    node = NodeProcess(parameters)
-    peer = NodeClient(node.namespace, compressed=compressed)
-    try:
-        peer.wait_for_node(node=node)
-    except AssertionError:
-        peer.close()
-        node.stop()
-        raise
-    return node, peer
-
-
-def finish(node: NodeProcess, peer: NodeClient) -> None:
-    alive = node.alive()
-    try:
-        peer.close()
-    finally:
-        code = node.stop()
-    assert alive, f'the node died:\n{node.log()}'
-    assert code == 0, f'unclean exit:\n{node.log()}'
 
 
 @pytest.fixture(scope='module')
@@ -122,8 +97,8 @@ def test_tracks_two_targets_with_image_headers_ids_and_labels(running, sequence)
     second = peer.init_target(sequence.boxes[4][1])  # latest frame, fresh id, default label
     assert second.success and second.target_id.startswith('target-'), second.message
 
-    headers = play(peer, sequence, range(5, 24))
-    headers.append(show(peer, sequence, 24).header)
+    # Each frame waits for its answer, so that a busy shared CPU cannot starve the tracker of frames.
+    headers = [show(peer, sequence, index).header for index in range(5, 25)]
     published = {(h.stamp.sec, h.stamp.nanosec): h.frame_id for h in headers}
     answered = [peer.detection_for(stamp(i)) for i in range(5, 25)]
     answered = [message for message in answered if message is not None]
@@ -262,6 +237,7 @@ def test_unloadable_checkpoint_keeps_the_node_up_until_a_good_one_is_set(tmp_pat
                         timeout=10, what='an ERROR diagnostic')
         assert 'unknown parameter tracking.max_target (did you mean tracking.max_targets?)' in node.log()
         assert peer.set_parameter('model.checkpoint', str(lite_checkpoint)).successful
+        peer.wait_for_model(node=node)  # loads in the background
         show(peer, sequence, 1)
         accepted = peer.init_target(sequence.boxes[1][0], stamp(1))
         assert accepted.success, accepted.message

@@ -32,7 +32,7 @@ INSTALL = ROOT / 'install'
 STAMP_DIR = VENV / '.stark_setup'
 LOCK_FILE = ROOT / '.setup.lock'
 TORCH_VERSION = '2.13.0'
-PIP_EXTRAS = 'test,export,eval'
+PIP_EXTRAS = 'test,export,eval,train'
 # Where the ROS wheels' exported CMake files point (the machine that built them).
 WHEEL_BUILD_INCLUDE = '/opt/python/cp311-cp311/include/python3.11'
 WHEEL_BUILD_NUMPY = '/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include'
@@ -247,6 +247,31 @@ def ensure_python_packages(mode: Mode, force: bool) -> str:
     return '; '.join(done)
 
 
+SAMPLE_MEDIA = Path('/usr/share/doc/opencv-doc/examples/data')
+SAMPLE_MEDIA_PACKAGE = 'opencv-doc'  # Debian/Ubuntu: vtest.avi (the demo) and the test photos
+
+
+def ensure_sample_media() -> str:
+    """Install Debian's opencv-doc (real footage for the demo, photos for tests) where apt can."""
+    if (SAMPLE_MEDIA / 'vtest.avi').is_file():
+        return f'{SAMPLE_MEDIA_PACKAGE} present'
+    apt = shutil.which('apt-get')
+    prefix = [] if os.geteuid() == 0 else (['sudo', '-n'] if shutil.which('sudo') else None)
+    if apt is None or prefix is None:
+        return (f'skipped: no apt-get (or no root/sudo) to install {SAMPLE_MEDIA_PACKAGE}; the demo '
+                'falls back to a synthetic clip and the photo tests skip')
+    env = {**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'}
+    install = prefix + [apt, 'install', '-y', '-q', '--no-install-recommends', SAMPLE_MEDIA_PACKAGE]
+    result = subprocess.run(install, capture_output=True, text=True, env=env)
+    if result.returncode != 0:  # a fresh machine may have no package lists yet
+        subprocess.run(prefix + [apt, 'update', '-q'], capture_output=True, env=env)
+        result = subprocess.run(install, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ['']
+        return f'could not install {SAMPLE_MEDIA_PACKAGE} ({tail[0]}); the demo falls back to a synthetic clip'
+    return f'installed {SAMPLE_MEDIA_PACKAGE}'
+
+
 def real_vision_msgs(mode: Mode) -> str | None:
     """Where a real vision_msgs comes from, or None when it must be built here."""
     probe = subprocess.run(
@@ -294,7 +319,8 @@ def installed_file_names() -> list[str]:
 
 def build_workspace(mode: Mode, force: bool) -> str:
     build_inputs = [ROOT / 'package.xml', ROOT / 'CMakeLists.txt',
-                    *sorted((ROOT / 'msg').iterdir()), *sorted((ROOT / 'scripts').iterdir())]
+                    *sorted((ROOT / 'msg').iterdir()), *sorted((ROOT / 'srv').iterdir()),
+                    *sorted((ROOT / 'scripts').iterdir())]
     key = fingerprint(mode.distro, installed_file_names(), *build_inputs,
                       STAMP_DIR / 'underlay.stamp', STAMP_DIR / 'python.stamp')
     if not force and stamp_matches('colcon', key) and (INSTALL / 'setup.bash').is_file():
@@ -318,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         steps = [('virtual environment', lambda: ensure_venv(mode)),
                  ('python packages', lambda: ensure_python_packages(mode, args.force)),
                  ('vision_msgs', lambda: ensure_vision_msgs(mode, args.force)),
-                 ('colcon build', lambda: build_workspace(mode, args.force))]
+                 ('colcon build', lambda: build_workspace(mode, args.force)),
+                 ('sample media', ensure_sample_media)]
         for name, step in steps:
             step_start = time.monotonic()
             outcome = step()

@@ -1,0 +1,142 @@
+"""One-command check of every backend on this machine: parity against PyTorch fp32, then speed.
+
+    python -m stark_model.gpu_check [--variant st50] [--checkpoint FILE] [--targets 1 16]
+
+For each backend and precision that can run here: the max abs difference of boxes and confidences
+from eager PyTorch fp32 on the same crops (4 targets), and the lowest IoU of whole-tracker boxes on
+a synthetic sequence (for the GPU input path too); then the stark-profile speed table. Without CUDA
+it says so and checks the CPU backends. Exit status 1 when a parity bound is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from .backends import create_backend, unavailable_reason
+from .box_ops import iou_xywh
+from .checkpoint import CheckpointError
+from .factory import LoadedModel, create_tracker, load_model
+from .network import Tokens
+from .profile import parse_frame, run_profile, to_markdown
+
+# Bounds on the max abs box difference from PyTorch fp32 (normalised crop units) and the lowest
+# whole-tracker IoU over the synthetic sequence.
+BOX_BOUNDS = {'fp32': 1e-4, 'fp16': 1e-2, 'bf16': 3e-2}
+TRACKER_IOU_BOUNDS = {'fp32': 0.99, 'fp16': 0.9, 'bf16': 0.8}
+# Torch crops differ from OpenCV's by up to one grey level, which moves boxes slightly over a run.
+TORCH_CROPS_IOU_BOUND = 0.95
+
+
+def iou_bound(precision: str, crops: str) -> float:
+    """Lowest acceptable whole-tracker IoU against eager fp32 with OpenCV crops."""
+    bound = TRACKER_IOU_BOUNDS[precision]
+    return min(bound, TORCH_CROPS_IOU_BOUND) if crops == 'torch' else bound
+
+
+def configurations(device: torch.device) -> list[tuple[str, str, str]]:
+    """(backend, precision, crops) combinations to check on `device`."""
+    if device.type != 'cuda':
+        return [('pytorch', 'fp32', 'torch'), ('pytorch-graph', 'fp32', 'opencv'), ('onnxruntime', 'fp32', 'opencv')]
+    return [('pytorch', 'fp32', 'torch'), ('pytorch', 'fp16', 'torch'), ('pytorch-graph', 'fp32', 'torch'),
+            ('pytorch-graph', 'fp16', 'torch'), ('onnxruntime', 'fp32', 'torch'), ('tensorrt', 'fp32', 'torch'),
+            ('tensorrt', 'fp16', 'torch')]
+
+
+def network_parity(model: LoadedModel, backend: str, precision: str, device: torch.device, cache_dir) -> float:
+    """Max abs box difference from eager fp32 on the CPU-made tokens of 4 random targets."""
+    cfg = model.variant.tracker
+    generator = torch.Generator().manual_seed(0)
+
+    def crops(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        masks = torch.zeros(4, size, size, dtype=torch.bool)
+        masks[:2, -size // 5:] = True
+        return torch.randn(4, 3, size, size, generator=generator).to(device), masks.to(device)
+
+    reference = create_backend('pytorch', model.network, cfg, device, 'fp32')
+    other = create_backend(backend, model.network, cfg, device, precision, max_targets=8, cache_dir=cache_dir)
+    template, search = crops(cfg.template_size), crops(cfg.search_size)
+    slots = 2 if cfg.dynamic_template else 1
+    with torch.inference_mode():
+        expected = reference.decode(Tokens.concat([reference.encode(*template)] * slots + [reference.encode(*search)]))
+        got = other.decode(Tokens.concat([other.encode(*template)] * slots + [other.encode(*search)]))
+    return float((got.boxes.float() - expected.boxes).abs().max())
+
+
+def tracker_parity(model: LoadedModel, backend: str, precision: str, crops: str, device: torch.device,
+                   cache_dir, frames: int = 30) -> float:
+    """Lowest IoU between this configuration's boxes and eager fp32 OpenCV-crop boxes on a sequence."""
+    from stark_training.synthetic import make_sequence
+    sequence = make_sequence(num_frames=frames, width=640, height=480, num_targets=3, seed=0)
+    trackers = [create_tracker(model, device=str(device), crops='opencv'),
+                create_tracker(model, device=str(device), precision=precision, backend=backend, crops=crops,
+                               max_targets=8, cache_dir=cache_dir)]
+    for tracker in trackers:
+        for index, box in enumerate(sequence.boxes[0]):
+            tracker.initialize(sequence.frames[0], box, f't{index}')
+    worst = 1.0
+    for frame in sequence.frames[1:]:
+        expected, got = (tracker.track(frame) for tracker in trackers)
+        worst = min([worst] + [iou_xywh(expected[k].box, got[k].box) for k in expected])
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m stark_model.gpu_check', description=__doc__.splitlines()[0])
+    parser.add_argument('--checkpoint', default=None)
+    parser.add_argument('--variant', default='st50', help='with no checkpoint: untrained weights of this variant')
+    parser.add_argument('--targets', nargs='+', type=int, default=[1, 16])
+    parser.add_argument('--frames', type=int, default=30, help='synthetic frames for the tracker parity')
+    parser.add_argument('--repeats', type=int, default=20)
+    parser.add_argument('--frame', type=parse_frame, default=(1920, 1080), help='WIDTHxHEIGHT of the speed table')
+    parser.add_argument('--cache-dir', default=None)
+    parser.add_argument('--output-dir', default='gpu_check')
+    args = parser.parse_args(argv)
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.type != 'cuda':
+        print(f'No CUDA here (torch {torch.__version__}): checking the CPU backends only.')
+    else:
+        print(f'CUDA device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}')
+    try:
+        model = load_model(args.checkpoint, None if args.checkpoint else args.variant,
+                           allow_untrained=args.checkpoint is None)
+    except (ValueError, OSError, CheckpointError) as error:
+        parser.error(str(error))
+    print(model.describe())
+    rows, failed = [], False
+    print('| backend | precision | crops | max abs box diff vs pytorch fp32 | lowest tracker IoU | result |')
+    print('|---|---|---|---|---|---|')
+    for backend, precision, crops in configurations(device):
+        reason = unavailable_reason(backend, device)
+        if reason is not None:
+            print(f'| {backend} | {precision} | {crops} | not run: {reason} | | |')
+            rows.append({'backend': backend, 'precision': precision, 'crops': crops, 'skipped': reason})
+            continue
+        box_diff = network_parity(model, backend, precision, device, args.cache_dir)
+        iou = tracker_parity(model, backend, precision, crops, device, args.cache_dir, args.frames)
+        ok = box_diff <= BOX_BOUNDS[precision] and iou >= iou_bound(precision, crops)
+        failed |= not ok
+        print(f'| {backend} | {precision} | {crops} | {box_diff:.2e} (bound {BOX_BOUNDS[precision]:g}) | '
+              f'{iou:.4f} (bound {iou_bound(precision, crops)}) | {"ok" if ok else "FAILED"} |', flush=True)
+        rows.append({'backend': backend, 'precision': precision, 'crops': crops, 'max_abs_box_diff': box_diff,
+                     'lowest_tracker_iou': iou, 'ok': ok})
+    precision = 'fp16' if device.type == 'cuda' else 'fp32'
+    weights = 'untrained weights' if model.checkpoint is None else str(model.checkpoint.path)
+    backends = [b for b in ('pytorch', 'pytorch-graph', 'onnxruntime', 'tensorrt')
+                if not (b == 'onnxruntime' and precision != 'fp32')]
+    report = run_profile(model, weights, backends, device, precision, args.targets, args.frame, args.repeats, 3,
+                         args.cache_dir)
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / 'gpu_check.json').write_text(json.dumps({'parity': rows, 'profile': report}, indent=1) + '\n')
+    markdown = to_markdown(report)
+    (output / 'gpu_check.md').write_text(markdown)
+    print(markdown)
+    print('parity: ' + ('FAILED' if failed else 'all within bounds'))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

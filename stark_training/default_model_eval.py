@@ -1,0 +1,138 @@
+"""Held-out check of the default model against OpenCV's trackers on the same frames.
+
+Sequences: the DAVIS-2016 videos that the training recipe holds out (real footage never trained
+on; DAVIS is a segmentation set, so this is a held-out check, not a benchmark result) and
+synthetic videos made of photos the recipe does not train on. Trackers: the STARK checkpoint,
+OpenCV CSRT and KCF, and TrackerNano (NanoTrack v2, ONNX files from a folder the user names).
+Every tracker runs on every sequence, single-threaded, from the first ground-truth box; the
+table gives success AUC, precision at 20 px and frames per second (tracking calls only).
+
+    python -m stark_training.default_model_eval --recipe config/training/default_model_lite_effnet.yaml \
+        --nano-dir ../shared/baselines/nanotrack_v2 --out out/default_model/eval
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .datasets import open_dataset
+from .evaluation.baselines import BaselineError
+from .evaluation.metrics import SequenceResult, evaluate_sequence, summarize
+from .evaluation.runner import TrackerSpec, build_tracker, track_sequence
+from .feature_cache import load_recipe
+from .photo_sequences import PhotoSequences
+
+# Photos that the training recipe does not list (nor near-duplicates of them): evaluation only.
+EVAL_PHOTOS = ('messi5.jpg', 'basketball1.png', 'ela_original.jpg', 'box_in_scene.png', 'rubberwhale1.png',
+               'chicky_512.png', 'pic1.png', 'cards.png')
+EVAL_PHOTO_SEED = 2026
+
+
+def evaluation_sets(recipe_path: Path, photo_sequences: int, photo_frames: int) -> dict[str, list[Any]]:
+    """{'davis_held_out': [...], 'photos_held_out': [...]} sequences for the recipe's held-out material."""
+    recipe = load_recipe(recipe_path)
+    overlap = set(EVAL_PHOTOS) & set(recipe.data.photo_train)
+    if overlap:
+        raise ValueError(f'{recipe_path}: evaluation photo {sorted(overlap)[0]} is also a training photo')
+    davis = open_dataset('davis', recipe.data.davis_root, resolution=recipe.data.davis_resolution,
+                         videos=list(recipe.data.davis_held_out))
+    photos = PhotoSequences([Path(recipe.data.photo_root) / name for name in EVAL_PHOTOS], photo_sequences,
+                            photo_frames, seed=EVAL_PHOTO_SEED, size=(640, 480))
+    return {'davis_held_out': [davis[i] for i in range(len(davis))],
+            'photos_held_out': [photos[i] for i in range(len(photos))]}
+
+
+def run_tracker(spec: TrackerSpec, sequences: list[Any], out: Callable[[str], None]) -> list[SequenceResult]:
+    """Track and score every sequence with one tracker (built once, re-initialised per sequence)."""
+    tracker = build_tracker(spec)
+    results = []
+    for sequence in sequences:
+        boxes, times = track_sequence(tracker, sequence)
+        results.append(evaluate_sequence(boxes, sequence.boxes, 'ope', sequence.name, visible=sequence.visible,
+                                         times=times[1:]))
+        out(f'  {spec.display_name():>12} {sequence.name:>22}: AUC {results[-1].auc:.3f}, '
+            f'{results[-1].fps:.1f} fps')
+    return results
+
+
+LABELS = {'stark': 'STARK default (ours)', 'csrt': 'OpenCV CSRT', 'kcf': 'OpenCV KCF', 'nano': 'OpenCV TrackerNano'}
+
+
+def evaluate_tracker(spec: TrackerSpec, sets: dict[str, list[Any]], out: Callable[[str], None]) -> dict[str, Any]:
+    """Summaries per sequence set and per-sequence AUCs of one tracker, as plain data."""
+    summaries, per_sequence = {}, {}
+    for set_name, sequences in sets.items():
+        results = run_tracker(spec, sequences, out)
+        summary = summarize(results)
+        summaries[set_name] = {'auc': summary.auc, 'precision': summary.precision, 'fps': summary.fps,
+                               'sequences': summary.sequences}
+        per_sequence.update({r.name: round(r.auc, 4) for r in results})
+    return {'summaries': summaries, 'per_sequence_auc': per_sequence}
+
+
+def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
+    """One row per tracker and column group per sequence set: AUC, precision, FPS."""
+    sets = list(next(iter(summaries.values())))
+    header = '| tracker | ' + ' | '.join(f'{s}: AUC | precision | FPS' for s in sets) + ' |'
+    lines = [header, '|---|' + '---|---|---|' * len(sets)]
+    for name, by_set in summaries.items():
+        cells = []
+        for s in sets:
+            figures = by_set[s]
+            cells += [f'{100 * figures["auc"]:.1f}', f'{100 * figures["precision"]:.1f}', f'{figures["fps"]:.1f}']
+        lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m stark_training.default_model_eval',
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument('--recipe', type=Path, default=Path('config/training/default_model_lite_effnet.yaml'))
+    parser.add_argument('--checkpoint', default='', help='STARK checkpoint (default: the shipped default model)')
+    parser.add_argument('--nano-dir', default=None, help='folder with the NanoTrack v2 ONNX files')
+    parser.add_argument('--trackers', default='stark,csrt,kcf,nano')
+    parser.add_argument('--photo-sequences', type=int, default=8)
+    parser.add_argument('--photo-frames', type=int, default=60)
+    parser.add_argument('--out', type=Path, default=Path('out/default_model/eval'))
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.trackers.split(',')) - set(LABELS))
+    if unknown:
+        parser.error(f'unknown tracker {unknown[0]!r} (known: {", ".join(LABELS)})')
+    import cv2
+    import torch
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    sets = evaluation_sets(args.recipe, args.photo_sequences, args.photo_frames)
+    checkpoint = args.checkpoint
+    if not checkpoint and 'stark' in args.trackers.split(','):
+        from stark_model.factory import default_checkpoint
+        checkpoint = str(default_checkpoint())
+    specs = {'stark': TrackerSpec(checkpoint=checkpoint, threads=1)}
+    specs.update({name: TrackerSpec(baseline=name, nano_dir=args.nano_dir) for name in ('csrt', 'kcf', 'nano')})
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    for name in args.trackers.split(','):
+        try:
+            record = evaluate_tracker(specs[name], sets, print)
+        except BaselineError as error:
+            print(f'skipping {name}: {error}', file=sys.stderr)
+            continue
+        record['checkpoint'] = checkpoint if name == 'stark' else None
+        (args.out / f'{name}.json').write_text(json.dumps(record, indent=1))
+    # The table holds every tracker evaluated into this folder so far (ours first).
+    records = {path.stem: json.loads(path.read_text()) for path in sorted(args.out.glob('*.json'))}
+    order = [name for name in ('stark', 'csrt', 'kcf', 'nano') if name in records] + \
+        [name for name in records if name not in ('stark', 'csrt', 'kcf', 'nano')]
+    table = markdown_table({LABELS.get(name, name): records[name]['summaries'] for name in order})
+    (args.out / 'table.md').write_text(table + '\n')
+    print(table)
+    print(f'({time.monotonic() - started:.0f} s; results in {args.out})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""stark-eval: track every sequence of a benchmark split, save results for its toolkit or server, score them.
+
+    stark-eval run --dataset lasot --root /data/LaSOT --split test --checkpoint STARKST_ep0050.pth.tar \\
+        --output results --workers 2
+    stark-eval run --dataset got10k --root /data/GOT-10k --split val --baseline csrt --output results
+    stark-eval report --dataset lasot --root /data/LaSOT --split test \\
+        --results results/stark-st50/lasot-test results/csrt/lasot-test --output reports/lasot
+
+Finished sequences are skipped (their box file exists; it is written last and atomically), so an
+interrupted run continues where it stopped. Checkpoints are read only through stark_model's safe
+loader. Test splits without ground truth (GOT-10k test, TrackingNet test) are packed as the
+servers take them (a zip beside the results).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from . import formats
+from .metrics import (PROTOCOLS, MetricsError, SequenceResult, Summary, attribute_breakdown, evaluate_sequence,
+                      protocol_for, summarize)
+
+TARGET_ID = 'target'
+# Split option per reader: which datasets take --split.
+SPLIT_DATASETS = ('lasot', 'got10k', 'trackingnet')
+# Sequence.attributes entries that are bookkeeping, not attributes to break results down by.
+NOT_ATTRIBUTES = ('meta', 'cover', 'annotated')
+
+
+class EvaluationError(RuntimeError):
+    """A run or report that cannot go on; the message names the sequence or file."""
+
+
+class SingleTargetTracker(Protocol):
+    """What the runner drives: one target, xywh boxes in pixels, RGB uint8 images."""
+
+    def initialize(self, image: np.ndarray, box: Sequence[float]) -> None: ...
+
+    def track(self, image: np.ndarray) -> Sequence[float]: ...
+
+
+@dataclass(frozen=True)
+class TrackerSpec:
+    """How to build a tracker in each worker: STARK from a checkpoint, or a baseline by name."""
+
+    checkpoint: str | None = None
+    variant: str | None = None
+    baseline: str | None = None
+    nano_dir: str | None = None
+    device: str = 'cpu'
+    allow_untrained: bool = False
+    threads: int = 1
+
+    def display_name(self) -> str:
+        if self.baseline:
+            return self.baseline
+        if self.checkpoint:
+            return Path(self.checkpoint).name.split('.')[0]
+        return f'untrained-{self.variant}'
+
+
+class StarkSingleTarget:
+    """A StarkTracker (the node's tracker) driven through the single-target calls."""
+
+    def __init__(self, tracker: Any) -> None:
+        self.tracker = tracker
+
+    def initialize(self, image: np.ndarray, box: Sequence[float]) -> None:
+        self.tracker.clear()
+        self.tracker.initialize(image, box, TARGET_ID)
+
+    def track(self, image: np.ndarray) -> Sequence[float]:
+        return self.tracker.track(image)[TARGET_ID].box
+
+
+def build_tracker(spec: TrackerSpec) -> SingleTargetTracker:
+    """The tracker `spec` describes (STARK loads through stark_model's safe checkpoint loader)."""
+    if spec.baseline:
+        from .baselines import make_baseline
+        return make_baseline(spec.baseline, spec.nano_dir)
+    import torch
+    from stark_model import create_tracker, load_model
+    torch.set_num_threads(max(1, spec.threads))
+    model = load_model(spec.checkpoint, spec.variant, allow_untrained=spec.allow_untrained)
+    return StarkSingleTarget(create_tracker(model, device=spec.device))
+
+
+def track_sequence(tracker: SingleTargetTracker, sequence: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Run one sequence from its first ground-truth box: (xywh boxes (N, 4), seconds per frame (N,))."""
+    first = np.asarray(sequence.boxes[0], np.float64)
+    if not np.all(np.isfinite(first)) or first[2] <= 0 or first[3] <= 0:
+        raise EvaluationError(f'sequence {sequence.name}: the first frame has no usable box ({first.tolist()})')
+    boxes = np.empty((len(sequence), 4))
+    times = np.empty(len(sequence))
+    for index in range(len(sequence)):
+        image = sequence.image(index)
+        started = time.perf_counter()
+        if index == 0:
+            tracker.initialize(image, first)
+            boxes[0] = first
+        else:
+            boxes[index] = tracker.track(image)
+        times[index] = time.perf_counter() - started
+    return boxes, times
+
+
+# ------------------------------------------------------------------------------------- workers
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(spec: TrackerSpec, dataset: Any, folder: str, layout: str) -> None:
+    _WORKER.update(tracker=build_tracker(spec), dataset=dataset, folder=Path(folder), layout=layout)
+
+
+def _run_one(index: int) -> tuple[str, int, float]:
+    """Track sequence `index` of the worker's dataset and write its result; (name, frames, seconds)."""
+    sequence = _WORKER['dataset'][index]
+    try:
+        boxes, times = track_sequence(_WORKER['tracker'], sequence)
+    except EvaluationError:
+        raise
+    except Exception as error:  # name the sequence: a traceback from a worker does not
+        raise EvaluationError(f'sequence {sequence.name}: {type(error).__name__}: {error}') from error
+    formats.write_result(_WORKER['folder'], _WORKER['layout'], sequence.name, boxes, times)
+    return sequence.name, len(sequence), float(times.sum())
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f'{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+class Progress:
+    """One line per finished sequence with frame rate, elapsed time and an ETA."""
+
+    def __init__(self, total: int, out: Callable[[str], None]) -> None:
+        self.total, self.done, self.out = total, 0, out
+        self.started = time.monotonic()
+
+    def update(self, name: str, frames: int, seconds: float) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        fps = frames / seconds if seconds > 0 else math.inf
+        width = len(str(self.total))
+        self.out(f'[{self.done:{width}d}/{self.total}] {name}: {frames} frames, {fps:.1f} fps | '
+                 f'elapsed {_clock(elapsed)}, ETA {_clock(eta)}')
+
+
+def run_split(dataset: Any, spec: TrackerSpec, folder: Path, layout: str, workers: int = 1,
+              names: Sequence[str] | None = None, out: Callable[[str], None] = print) -> list[str]:
+    """Track every unfinished sequence of `dataset` (or of `names`) into `folder`; returns the names run."""
+    all_names = dataset.sequence_names()
+    wanted = list(all_names) if names is None else list(names)
+    unknown = [n for n in wanted if n not in all_names]
+    if unknown:
+        raise EvaluationError(f'{dataset.name} has no sequence {unknown[0]!r}')
+    todo = [all_names.index(n) for n in wanted if not formats.is_finished(folder, layout, n)]
+    skipped = len(wanted) - len(todo)
+    out(f'{len(wanted)} sequences: {skipped} already finished in {folder}, {len(todo)} to run '
+        f'with {spec.display_name()} on {max(1, workers)} worker(s)')
+    if not todo:
+        return []
+    progress = Progress(len(todo), out)
+    if workers <= 1:
+        _start_worker(spec, dataset, str(folder), layout)
+        for index in todo:
+            progress.update(*_run_one(index))
+        _WORKER.clear()
+    else:
+        context = get_context('spawn')  # fork after torch has started threads is unsafe
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                 initargs=(spec, dataset, str(folder), layout)) as pool:
+            futures = [pool.submit(_run_one, index) for index in todo]
+            try:
+                for future in as_completed(futures):
+                    progress.update(*future.result())
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # finished sequences are kept; rerun resumes
+                raise
+    return [all_names[i] for i in todo]
+
+
+# ------------------------------------------------------------------------------------- scoring
+def has_ground_truth(sequence: Any) -> bool:
+    """Whether any frame after the first has a box (test splits give only the first)."""
+    return bool(np.isfinite(np.asarray(sequence.boxes[1:])).all(axis=1).any())
+
+
+def _image_size(sequence: Any) -> tuple[int, int]:
+    """(width, height): GOT-10k's meta_info.ini resolution where given, else the first frame's."""
+    meta = sequence.attributes.get('meta')
+    resolution = meta.get('resolution') if isinstance(meta, dict) else None
+    if resolution:
+        width, height = (int(float(v)) for v in resolution.strip('()[] ').split(','))
+        return width, height
+    height, width = sequence.image(0).shape[:2]
+    return width, height
+
+
+def score_results(dataset: Any, folder: Path, layout: str, protocol: str,
+                  names: Sequence[str] | None = None) -> list[SequenceResult]:
+    """Score the results in `folder` for every sequence with ground truth (missing results: an error)."""
+    all_names = dataset.sequence_names()
+    results = []
+    for name in names or all_names:
+        sequence = dataset[all_names.index(name)]
+        if not has_ground_truth(sequence):
+            continue
+        if not formats.is_finished(folder, layout, name):
+            raise EvaluationError(f'no result for sequence {name} in {folder}')
+        boxes, times = formats.read_result(folder, layout, name)
+        cover = sequence.attributes.get('cover')
+        try:
+            results.append(evaluate_sequence(
+                boxes, sequence.boxes, protocol, name=name, visible=sequence.visible, cover=cover,
+                image_size=_image_size(sequence) if protocol == 'got10k' else None, times=times,
+                dataset=sequence.dataset,
+                attributes={k: v for k, v in sequence.attributes.items() if k not in NOT_ATTRIBUTES}))
+        except MetricsError as error:
+            raise EvaluationError(f'{formats.result_paths(folder, layout, name)[0]}: {error}') from None
+    return results
+
+
+def write_reports(title: str, scored: dict[str, list[SequenceResult]], output: Path,
+                  notes: str = '') -> dict[str, Summary]:
+    """summary.json, report.md (with `notes` appended) and the plots of one or more trackers."""
+    from .plots import plot_curves
+    from .report import markdown_report
+    output.mkdir(parents=True, exist_ok=True)
+    summaries = {name: summarize(results) for name, results in scored.items() if results}
+    if not summaries:
+        return {}
+    breakdowns = {name: attribute_breakdown(results) for name, results in scored.items() if results}
+    plots = plot_curves(summaries, output, title)
+    document = markdown_report(title, scored, summaries, breakdowns, [p.name for p in plots])
+    document += f'\n{notes}' if notes else ''
+    formats.write_atomically(output / 'report.md', document)
+    formats.write_atomically(output / 'summary.json', json.dumps(
+        {name: summary.as_dict() for name, summary in summaries.items()}, indent=1) + '\n')
+    return summaries
+
+
+# ------------------------------------------------------------------------------------- command line
+def open_split(dataset: str, root: str | None, split: str | None) -> Any:
+    """The dataset reader for `dataset` at `root` (with --split where the reader takes one)."""
+    from stark_training.datasets import open_dataset
+    options = {'split': split} if split and dataset in SPLIT_DATASETS else {}
+    if root is None and dataset != 'synthetic':
+        raise EvaluationError(f'dataset {dataset} needs --root (its folder)')
+    if split and dataset not in SPLIT_DATASETS:
+        raise EvaluationError(f'dataset {dataset} has no splits (--split is for {", ".join(SPLIT_DATASETS)})')
+    return open_dataset(dataset, root, **options)
+
+
+def _split_label(args: argparse.Namespace) -> str:
+    return f'{args.dataset}-{args.split}' if args.split else args.dataset
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='stark-eval', description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog='\n'.join(__doc__.splitlines()[2:]))
+    commands = parser.add_subparsers(dest='command', required=True)
+    for name, text in (('run', 'track a split, write results, report'), ('report', 'compare result folders')):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument('--dataset', required=True, help='lasot, got10k, trackingnet, otb, uav123, nfs, '
+                         'folder (frames + groundtruth.txt) or synthetic (generated, for plumbing checks)')
+        sub.add_argument('--root', help='dataset root folder (not for synthetic)')
+        sub.add_argument('--split', help='lasot: test; got10k: val or test; trackingnet: test')
+        sub.add_argument('--protocol', choices=PROTOCOLS,
+                         help='metric conventions (default: the dataset toolkit\'s; see docs/EVALUATION.md)')
+        sub.add_argument('--sequences', nargs='+', metavar='NAME', help='only these sequences')
+    run = commands.choices['run']
+    run.add_argument('--output', required=True, type=Path, help='results go to OUTPUT/NAME/DATASET[-SPLIT]/')
+    run.add_argument('--name', help='tracker name in folders and reports (default: checkpoint or baseline name)')
+    what = run.add_mutually_exclusive_group(required=True)
+    what.add_argument('--checkpoint', help='STARK checkpoint (official .pth.tar or stark_training)')
+    what.add_argument('--baseline', choices=('csrt', 'kcf', 'mil', 'nano'), help='an OpenCV baseline instead')
+    what.add_argument('--untrained', metavar='VARIANT', help='random weights of VARIANT (plumbing tests only)')
+    run.add_argument('--variant', help='model variant, if the checkpoint does not say')
+    run.add_argument('--nano-dir', help='folder with the NanoTrack v2 ONNX files (for --baseline nano)')
+    run.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
+    run.add_argument('--workers', type=int, default=1, help='parallel worker processes')
+    run.add_argument('--threads', type=int, default=0, help='torch threads per worker (0: cores / workers)')
+    report = commands.choices['report']
+    report.add_argument('--results', nargs='+', required=True, type=Path,
+                        help='result folders (OUTPUT/NAME/DATASET[-SPLIT]) to compare; NAME labels each')
+    report.add_argument('--output', required=True, type=Path, help='folder for report.md, summary.json, plots')
+    return parser.parse_args(argv)
+
+
+def _command_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    spec = TrackerSpec(checkpoint=args.checkpoint, variant=args.untrained or args.variant, baseline=args.baseline,
+                       nano_dir=args.nano_dir, device=args.device, allow_untrained=bool(args.untrained),
+                       threads=threads)
+    if args.checkpoint:
+        from stark_model import read_checkpoint
+        read_checkpoint(args.checkpoint)  # refuse a bad file before any worker starts
+    elif args.baseline:
+        build_tracker(spec)  # a missing OpenCV module or model file is reported now
+    dataset = open_split(args.dataset, args.root, args.split)
+    name = args.name or spec.display_name()
+    layout = formats.layout_for(args.dataset)
+    folder = args.output / name / _split_label(args)
+    run_split(dataset, spec, folder, layout, args.workers, args.sequences, out)
+    names = args.sequences or dataset.sequence_names()
+    if layout in ('got10k', 'trackingnet'):
+        archive = formats.pack_submission(folder, layout, names, folder.with_name(f'{folder.name}-submission.zip'))
+        out(f'server submission: {archive}')
+    protocol = args.protocol or protocol_for(args.dataset)
+    scored = score_results(dataset, folder, layout, protocol, args.sequences)
+    if not scored:
+        out('no ground truth beyond the first frames: nothing to score here (submit the zip)')
+        return 0
+    summaries = write_reports(f'{name} on {_split_label(args)} ({protocol} protocol)', {name: scored}, folder)
+    _print_summary(summaries, out)
+    out(f'report: {folder / "report.md"}')
+    return 0
+
+
+def _command_report(args: argparse.Namespace, out: Callable[[str], None]) -> int:
+    dataset = open_split(args.dataset, args.root, args.split)
+    layout = formats.layout_for(args.dataset)
+    protocol = args.protocol or protocol_for(args.dataset)
+    scored = {}
+    for folder in args.results:
+        label = folder.parent.name if folder.name == _split_label(args) else folder.name
+        scored[label] = score_results(dataset, folder, layout, protocol, args.sequences)
+    summaries = write_reports(f'{_split_label(args)} ({protocol} protocol)', scored, args.output)
+    _print_summary(summaries, out)
+    out(f'report: {args.output / "report.md"}')
+    return 0
+
+
+def _print_summary(summaries: dict[str, Summary], out: Callable[[str], None]) -> None:
+    for name, s in summaries.items():
+        out(f'{name}: AUC {100 * s.auc:.1f}  P@20 {100 * s.precision:.1f}  NP {100 * s.normalized_precision:.1f}  '
+            f'AO {100 * s.average_overlap:.1f}  SR0.5 {100 * s.sr50:.1f}  SR0.75 {100 * s.sr75:.1f}  '
+            f'FPS {s.fps:.1f}  ({s.sequences} sequences)')
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; exit status 0 on success, 2 on bad input (message on stderr)."""
+    args = parse_args(argv)
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    from stark_model import CheckpointError, ConfigError, TrackerError
+    from stark_training.datasets import DatasetError
+    from .baselines import BaselineError
+    try:
+        return _command_run(args, out) if args.command == 'run' else _command_report(args, out)
+    except (EvaluationError, CheckpointError, ConfigError, TrackerError, DatasetError, BaselineError,
+            formats.FormatError, FileNotFoundError, ValueError) as error:
+        print(f'stark-eval: error: {error}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
