@@ -6,6 +6,8 @@ figures in the STARK facts use. The fused attention kernel is counted with PyTor
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import torch
@@ -49,15 +51,18 @@ def _flops(fn) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def _blank_crop(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A blank single-target crop and its padding mask: the FLOP count does not depend on content."""
+    return (torch.zeros(1, 3, size, size, device=device),
+            torch.zeros(1, size, size, dtype=torch.bool, device=device))
+
+
 def measure_complexity(network: StarkNetwork, variant: VariantConfig) -> Complexity:
     """Count parameters and the FLOPs of one tracking step with a single target, on the CPU."""
     cfg = variant.tracker
     network = network.eval()
     device = next(network.parameters()).device
-
-    def crop(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.zeros(1, 3, size, size, device=device),
-                torch.zeros(1, size, size, dtype=torch.bool, device=device))
+    crop = functools.partial(_blank_crop, device=device)
 
     slots = 2 if cfg.dynamic_template else 1
     # no_grad, not inference_mode: the counter's module tracker needs ordinary tensors.
@@ -78,10 +83,7 @@ def flops_by_module(network: StarkNetwork, variant: VariantConfig) -> dict[str, 
     cfg = variant.tracker
     network = network.eval()
     device = next(network.parameters()).device
-
-    def crop(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.zeros(1, 3, size, size, device=device),
-                torch.zeros(1, size, size, dtype=torch.bool, device=device))
+    crop = functools.partial(_blank_crop, device=device)
 
     slots = 2 if cfg.dynamic_template else 1
     with torch.no_grad():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +22,10 @@ from .checkpoint import CheckpointError
 from .factory import LoadedModel, create_tracker, load_model
 from .network import Tokens
 from .profile import parse_frame, run_profile, to_markdown
+from .tracker import StarkTracker
+
+if TYPE_CHECKING:  # a test helper of stark_training; imported only where a sequence is made
+    from stark_training.synthetic import SyntheticSequence
 
 # Bounds on the max abs box difference from PyTorch fp32 (normalised crop units) and the lowest
 # whole-tracker IoU over the synthetic sequence.
@@ -73,6 +78,13 @@ def tracker_parity(model: LoadedModel, backend: str, precision: str, crops: str,
     trackers = [create_tracker(model, device=str(device), crops='opencv'),
                 create_tracker(model, device=str(device), precision=precision, backend=backend, crops=crops,
                                max_targets=8, cache_dir=cache_dir)]
+    return lowest_tracker_iou(trackers[0], trackers[1], sequence)
+
+
+def lowest_tracker_iou(reference: StarkTracker, other: StarkTracker, sequence: SyntheticSequence) -> float:
+    """Both trackers start every target of the sequence's first frame and follow them through
+    the rest; the lowest IoU between their boxes over all frames and targets."""
+    trackers = (reference, other)
     for tracker in trackers:
         for index, box in enumerate(sequence.boxes[0]):
             tracker.initialize(sequence.frames[0], box, f't{index}')

@@ -11,8 +11,8 @@ from backend_fixtures import lite_model, random_crops
 from stark_model import create_tracker, load_model
 from stark_model.backends import ArtifactCache, create_backend
 from stark_model.backends.onnx_models import cached_onnx
-from stark_model.box_ops import iou_xywh
 from stark_model.export import main as export_main
+from stark_model.gpu_check import lowest_tracker_iou
 from stark_model.network import Tokens
 from stark_training.synthetic import make_sequence
 
@@ -78,13 +78,7 @@ def test_onnxruntime_matches_pytorch_fp32(backends, model, batch):
 def test_onnx_tracker_follows_the_same_boxes_as_pytorch(model, backends, cache_dir):
     sequence = make_sequence(num_frames=12, width=320, height=240, num_targets=2, seed=4, target_size=40)
     trackers = [create_tracker(model, backend=name, cache_dir=cache_dir) for name in ('pytorch', 'onnxruntime')]
-    for tracker in trackers:
-        for index, box in enumerate(sequence.boxes[0]):
-            tracker.initialize(sequence.frames[0], box, f't{index}')
-    worst = 1.0
-    for frame in sequence.frames[1:]:
-        reference, ours = (tracker.track(frame) for tracker in trackers)
-        worst = min([worst] + [iou_xywh(reference[k].box, ours[k].box) for k in reference])
+    worst = lowest_tracker_iou(*trackers, sequence)
     print(f'onnxruntime tracker vs pytorch: lowest IoU {worst:.6f}')
     assert worst >= TRACKER_MIN_IOU
 
