@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
@@ -57,17 +58,23 @@ def _blank_crop(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Te
             torch.zeros(1, size, size, dtype=torch.bool, device=device))
 
 
+def _single_target_step(network: StarkNetwork, variant: VariantConfig
+                        ) -> tuple[Callable[[int], tuple[torch.Tensor, torch.Tensor]], Tokens, int]:
+    """What a single-target step needs: blank crops on the network's device, the encoded template
+    and the number of template slots. Puts the network in eval mode."""
+    network.eval()
+    crop = functools.partial(_blank_crop, device=next(network.parameters()).device)
+    # no_grad, not inference_mode: the counter's module tracker needs ordinary tensors.
+    with torch.no_grad():
+        template = network.encode(*crop(variant.tracker.template_size))
+    return crop, template, 2 if variant.tracker.dynamic_template else 1
+
+
 def measure_complexity(network: StarkNetwork, variant: VariantConfig) -> Complexity:
     """Count parameters and the FLOPs of one tracking step with a single target, on the CPU."""
     cfg = variant.tracker
-    network = network.eval()
-    device = next(network.parameters()).device
-    crop = functools.partial(_blank_crop, device=device)
-
-    slots = 2 if cfg.dynamic_template else 1
-    # no_grad, not inference_mode: the counter's module tracker needs ordinary tensors.
+    crop, template, slots = _single_target_step(network, variant)
     with torch.no_grad():
-        template = network.encode(*crop(cfg.template_size))
         search = network.encode(*crop(cfg.search_size))
         return Complexity(
             parameters=count_parameters(network),
@@ -81,13 +88,8 @@ def flops_by_module(network: StarkNetwork, variant: VariantConfig) -> dict[str, 
     """GFLOPs of one single-target tracking step per top-level module (backbone, bottleneck,
     transformer, box_head, cls_head, ...): the search crop's encode plus decode."""
     cfg = variant.tracker
-    network = network.eval()
-    device = next(network.parameters()).device
-    crop = functools.partial(_blank_crop, device=device)
-
-    slots = 2 if cfg.dynamic_template else 1
+    crop, template, slots = _single_target_step(network, variant)
     with torch.no_grad():
-        template = network.encode(*crop(cfg.template_size))
         with FlopCounterMode(display=False, custom_mapping=_CUSTOM_FLOPS) as counter:
             search = network.encode(*crop(cfg.search_size))
             network.decode(Tokens.concat([template] * slots + [search]))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .backends import BackendError, create_backend
+from .backends.base import PRECISIONS
 from .box_ops import Box, clip_box, map_box_back, validate_box
 from .config import TrackerConfig
 from .gpu_crop import crop_squares, upload_frame
@@ -31,7 +32,6 @@ from .network import StarkNetwork, Tokens
 from .preprocessing import Normalizer, crop_square
 from .transformer import fused_attention
 
-PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 CLIP_MARGIN = 10
 
 
@@ -144,10 +144,8 @@ class StarkTracker:
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
-        dtype = PRECISIONS[self.precision]
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
-                                                    enabled=dtype is not None), \
-                fused_attention(self.fast_kernels):
+        """The tracker's precision and kernels for direct network calls (the benchmark's)."""
+        with torch.inference_mode(), self.backend.autocast(), fused_attention(self.fast_kernels):
             yield
 
     def _upload(self, image: np.ndarray) -> torch.Tensor | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import os
 import sys
 import time
@@ -24,6 +25,7 @@ import cv2
 import numpy as np
 
 from stark_model.box_ops import iou_xywh
+from stark_training.evaluation.bags import video_frames
 from stark_training.synthetic import make_sequence
 
 from .driver import NodeClient, NodeError, NodeProcess, large_frame_transport
@@ -85,16 +87,8 @@ def video_clip(path: Path, box: tuple[float, float, float, float], max_frames: i
     capture.release()
     count = min(count, max_frames) if max_frames > 0 else count
 
-    def frames() -> Iterator[np.ndarray]:
-        reader = cv2.VideoCapture(str(path))
-        try:
-            for _ in range(count):
-                ok, frame = reader.read()
-                if not ok:
-                    return
-                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        finally:
-            reader.release()
+    def frames() -> Iterator[np.ndarray]:  # a fresh reader per pass: the clip can be played again
+        return itertools.islice(video_frames(path)[0], count)
 
     return Clip(path.name, fps, count, size, frames, [box])
 

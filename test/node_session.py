@@ -1,11 +1,11 @@
 """Helpers shared by the tests that run the installed node over real DDS: frame stamps, an
 untrained seeded checkpoint, and starting / stopping a node with a client attached."""
+import time
 from pathlib import Path
 
-import torch
-
-from stark_model import load_model, save_checkpoint
-from stark_ros.driver import NodeClient, NodeProcess
+from backend_fixtures import lite_model
+from stark_model import save_checkpoint
+from stark_ros.driver import NodeClient, NodeError, NodeProcess
 
 BASE_STAMP_NS = 1_700_000_000_000_000_000
 
@@ -17,8 +17,7 @@ def stamp(index: int) -> int:
 
 def write_lite_checkpoint(folder: Path, seed: int) -> Path:
     """An untrained 'lite' checkpoint with seeded weights: real shapes, no accuracy."""
-    torch.manual_seed(seed)
-    model = load_model(variant='lite', allow_untrained=True)
+    model = lite_model(seed)
     return save_checkpoint(folder / 'lite.pth.tar', model.network, model.variant)
 
 
@@ -44,3 +43,25 @@ def finish(node: NodeProcess, peer: NodeClient) -> None:
         code = node.stop()
     assert alive, f'the node died:\n{node.log()}'
     assert code == 0, f'unclean exit:\n{node.log()}'
+
+
+def show(peer: NodeClient, sequence, index: int, send=None, timeout: float = 30.0,
+         node: NodeProcess | None = None):
+    """Send frame `index` of `sequence` until the node answers its stamp (best effort may drop a
+    sample, the first one after discovery especially); returns the answer. With `node`, a node
+    that died ends the wait at once."""
+    send = send or (lambda: peer.publish(sequence.frames[index], stamp(index)))
+    started = time.monotonic()
+
+    def answered() -> bool:
+        return (peer.round_trip(stamp(index))[1] or 0.0) >= started
+
+    while not answered() and time.monotonic() < started + timeout:
+        send()
+        try:
+            peer.wait_until(answered, timeout=1.0, node=node)
+        except NodeError:
+            if node is not None and not node.alive():
+                raise
+    assert answered(), f'no result for frame {index} within {timeout} s'
+    return peer.detection_for(stamp(index))

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from stark_model import create_tracker, load_model
+from backend_fixtures import lite_model
+from stark_model import create_tracker
 from stark_model.network import StarkNetwork, Tokens
 from stark_model.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Crop, Normalizer, crop_square
 from stark_model.tracker import StarkTracker
@@ -26,8 +27,7 @@ HEIGHT, WIDTH = 240, 320
 
 @pytest.fixture(scope='module')
 def lite():
-    torch.manual_seed(0)
-    return load_model(variant='lite', allow_untrained=True)
+    return lite_model(seed=0)
 
 
 @pytest.fixture(scope='module')

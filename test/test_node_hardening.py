@@ -20,7 +20,7 @@ from stark_ros.driver import NodeClient, NodeError
 from stark_ros.frame_buffer import set_stamp
 from stark_training.synthetic import make_sequence
 
-from node_session import finish, stamp, start, write_lite_checkpoint
+from node_session import finish, show, stamp, start, write_lite_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -39,24 +39,6 @@ def sequence():
 
 
 
-
-def show(peer: NodeClient, sequence, index: int, send=None, timeout: float = 30.0, node=None):
-    """Send frame `index` until the node answers its stamp; returns the answer."""
-    send = send or (lambda: peer.publish(sequence.frames[index], stamp(index)))
-    started = time.monotonic()
-
-    def answered() -> bool:
-        return (peer.round_trip(stamp(index))[1] or 0.0) >= started
-
-    while not answered() and time.monotonic() < started + timeout:
-        send()
-        try:
-            peer.wait_until(answered, timeout=1.0, node=node)
-        except NodeError:
-            if node is not None and not node.alive():
-                raise
-    assert answered(), f'no result for frame {index} within {timeout} s'
-    return peer.detection_for(stamp(index))
 
 
 def feed_until(peer: NodeClient, sequence, condition, what: str, timeout: float = 30.0, node=None) -> None:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from backend_fixtures import lite_model
 from stark_model import TrackerError, create_tracker, load_model
 from stark_model.tracker import StarkTracker
 
@@ -13,8 +14,7 @@ HEIGHT, WIDTH = 240, 320
 
 @pytest.fixture(scope='module')
 def lite():
-    torch.manual_seed(0)
-    return load_model(variant='lite', allow_untrained=True)
+    return lite_model(seed=0)
 
 
 @pytest.fixture(scope='module')

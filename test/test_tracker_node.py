@@ -14,12 +14,12 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CompressedImage, Image
 
-from stark_ros.driver import NodeClient, NodeError
+from stark_ros.driver import NodeClient
 from stark_ros.frame_buffer import set_stamp
 from stark_ros.msg import TargetStatus
 from stark_training.synthetic import make_sequence
 
-from node_session import finish, stamp, start, write_lite_checkpoint
+from node_session import finish, show, stamp, start, write_lite_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -48,24 +48,6 @@ def running(lite_checkpoint):
     yield node, peer
     finish(node, peer)
 
-
-def show(peer: NodeClient, sequence, index: int, send=None, timeout: float = 30.0):
-    """Send frame `index` until the node answers its stamp (best effort may drop a sample, the
-    first one after discovery especially); returns the answer."""
-    send = send or (lambda: peer.publish(sequence.frames[index], stamp(index)))
-    started = time.monotonic()
-
-    def answered() -> bool:
-        return (peer.round_trip(stamp(index))[1] or 0.0) >= started
-
-    while not answered() and time.monotonic() < started + timeout:
-        send()
-        try:
-            peer.wait_until(answered, timeout=1.0)
-        except NodeError:
-            pass
-    assert answered(), f'no result for frame {index} within {timeout} s'
-    return peer.detection_for(stamp(index))
 
 
 def play(peer: NodeClient, sequence, indices) -> list:

@@ -206,12 +206,7 @@ def _score_ope(pred, gt, visible, cover, image_size, dataset, name) -> SequenceR
     pred = pred.copy()
     pred[0] = gt[0]
     counted = ~np.isnan(gt).any(axis=1)
-    ious = iou(pred[counted], gt[counted])
-    errors = centre_error(pred[counted], gt[counted])
-    normalized = normalized_centre_error(pred[counted], gt[counted])
-    curves = _curves(ious, errors, normalized, 'ope', int(counted.sum()))
-    return SequenceResult(name, 'ope', ious, *curves, float(np.mean(ious)) if len(ious) else 0.0,
-                          len(gt), int(counted.sum()))
+    return _counted_frames_result(name, 'ope', iou(pred[counted], gt[counted]), pred, gt, counted)
 
 
 def _score_got10k(pred, gt, visible, cover, image_size, dataset, name) -> SequenceResult:
@@ -223,12 +218,18 @@ def _score_got10k(pred, gt, visible, cover, image_size, dataset, name) -> Sequen
         raise MetricsError(f'sequence {name!r}: {len(cover)} cover labels for {len(gt)} frames')
     counted = np.zeros(len(gt), bool)
     counted[1:] = cover[1:] > 0
-    ious = iou(pred[counted], gt[counted], bound=image_size)
-    # Centre errors are not part of GOT-10k; report them as the OTB-style figures on the same frames.
+    # Centre errors are not part of GOT-10k; they are reported as the OTB-style figures on the same frames.
+    return _counted_frames_result(name, 'got10k', iou(pred[counted], gt[counted], bound=image_size),
+                                  pred, gt, counted)
+
+
+def _counted_frames_result(name: str, protocol: str, ious: np.ndarray, pred: np.ndarray, gt: np.ndarray,
+                           counted: np.ndarray) -> SequenceResult:
+    """Curves and mean overlap over the `counted` frames only (the toolkit protocols), given their IoUs."""
     errors = centre_error(pred[counted], gt[counted])
     normalized = normalized_centre_error(pred[counted], gt[counted])
-    curves = _curves(ious, errors, normalized, 'got10k', int(counted.sum()))
-    return SequenceResult(name, 'got10k', ious, *curves, float(np.mean(ious)) if len(ious) else 0.0,
+    curves = _curves(ious, errors, normalized, protocol, int(counted.sum()))
+    return SequenceResult(name, protocol, ious, *curves, float(np.mean(ious)) if len(ious) else 0.0,
                           len(gt), int(counted.sum()))
 
 
