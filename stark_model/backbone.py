@@ -122,6 +122,12 @@ class ResNetBody(nn.Module):
         return self.layer3(self.layer2(self.layer1(x)))
 
 
+def feature_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Padding masks (B, S, S), True = padding, brought to the feature size by nearest-neighbour
+    downsampling, as the original."""
+    return F.interpolate(masks[None].float(), size=tuple(size)).to(torch.bool)[0]
+
+
 class Backbone(nn.Module):
     """The ResNet body plus the padding mask brought down to the feature resolution."""
 
@@ -136,9 +142,7 @@ class Backbone(nn.Module):
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.body(images)
-        # Nearest-neighbour downsampling of the padding mask (True = padding), as the original.
-        small_masks = F.interpolate(masks[None].float(), size=features.shape[-2:]).to(torch.bool)[0]
-        return features, small_masks
+        return features, feature_masks(masks, features.shape[-2:])
 
 
 class BackboneWithPosition(nn.Sequential):

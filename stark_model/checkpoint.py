@@ -364,6 +364,10 @@ def atomic_torch_save(content: Any, path: str | os.PathLike) -> None:
             buffer = io.BytesIO()
             torch.save(content, buffer)
             file.write(buffer.getbuffer())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

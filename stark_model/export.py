@@ -105,6 +105,14 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], inputs: tuple[str
     return buffer.getvalue()
 
 
+def export_backbone(network: StarkNetwork, size: int) -> bytes:
+    """The backbone body alone (images (B, 3, S, S) -> features (B, C, S/16, S/16)) as ONNX bytes:
+    what training from cached backbone features runs on its crops."""
+    device = next(network.parameters()).device
+    return _export(network.backbone[0].body, (torch.zeros(2, 3, size, size, device=device),), ('images',),
+                   ('features',), {'images': {0: 'batch'}, 'features': {0: 'batch'}})
+
+
 def export_onnx(network: StarkNetwork, config: TrackerConfig) -> OnnxModels:
     """The three ONNX graphs of `network` (fp32, on the network's device, left in eval mode)."""
     network = network.eval()

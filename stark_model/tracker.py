@@ -15,6 +15,7 @@ current frame at the new box.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class StarkTracker:
         self.precision = precision
         self.network = network.to(self.device).eval()
         self.config = config
+        self._model_search_factor = config.search_factor
         self.update_interval = config.update_interval(dataset)
         self.max_targets = max_targets
         self.fast_kernels = fast_kernels
@@ -134,6 +136,13 @@ class StarkTracker:
             raise TrackerError(str(error)) from None
         self._targets: dict[str, _Target] = {}
         self.last_timing = StepTiming()
+
+    def set_search_factor(self, factor: float | None) -> None:
+        """The search region's side as a multiple of the target size, from the next frame on; None:
+        the model's own. Smaller keeps nearby look-alikes out of view but loses faster motion."""
+        if factor is not None and not (math.isfinite(factor) and factor > 0):
+            raise TrackerError(f'search factor must be a positive number, got {factor!r}')
+        self.config = dataclasses.replace(self.config, search_factor=factor or self._model_search_factor)
 
     @property
     def target_ids(self) -> list[str]:

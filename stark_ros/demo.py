@@ -35,6 +35,7 @@ BASE_STAMP_NS = 1_700_000_000_000_000_000
 VTEST = Path('/usr/share/doc/opencv-doc/examples/data/vtest.avi')
 # The pedestrian walking in from the right of vtest.avi's first frame (chosen by eye, xywh pixels).
 VTEST_TARGET = (638.0, 238.0, 48.0, 86.0)
+DEMO_SEARCH_FACTOR = 3.0
 STATE_NAMES = {0: 'IDLE', 1: 'TRACKING', 2: 'LOST'}
 NO_VIDEO = ('The demo footage {path} is missing: it comes with Debian\'s opencv-doc package, which '
             '`make setup` installs where apt-get is available (sudo apt-get install opencv-doc). '
@@ -62,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--video', type=Path, default=VTEST, help='video file to play (default: %(default)s)')
     parser.add_argument('--box', type=float, nargs=4, metavar=('X', 'Y', 'W', 'H'),
                         help='target box on the first frame (default: a pedestrian of vtest.avi)')
+    parser.add_argument('--search-factor', type=float, default=DEMO_SEARCH_FACTOR,
+                        help='the node\'s tracking.search_factor (default %(default)s: a search region 3x '
+                             'the target keeps most of the other pedestrians out of view; 0: the model\'s own)')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--frames', type=int, default=0, help='play at most this many frames (0: all)')
     parser.add_argument('--rate', type=float, default=0.0, help='frames per second (0: the video\'s own)')
@@ -105,7 +109,8 @@ def run_node(args: argparse.Namespace, checkpoint: str, clip: Clip) -> NodeClien
     """Play the clip through a fresh node at its frame rate; returns the client holding what came back."""
     fps = args.rate or clip.fps
     with large_frame_transport(), NodeProcess({'model.checkpoint': checkpoint, 'model.device': args.device,
-                                               'tracking.max_targets': max(8, len(clip.first_boxes))}) as node:
+                                               'tracking.max_targets': max(8, len(clip.first_boxes)),
+                                               'tracking.search_factor': args.search_factor}) as node:
         client = NodeClient(node.namespace)
         try:
             client.wait_for_node(timeout=120, node=node)
@@ -301,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     records = frame_records(client, clip, fps, 'target-0')
     write_csv(args.out_dir / 'tracks.csv', records)
     lines = summarise(records, clip, fps, model)
+    lines.insert(2, f'search region: {args.search_factor:g}x the target size (tracking.search_factor)'
+                 if args.search_factor else 'search region: the model\'s own size')
     if clip.ground_truth is not None:
         lines += ground_truth_lines(client, clip, fps)
     if write_video(args.out_dir / 'demo.mp4', client, clip, fps):

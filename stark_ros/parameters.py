@@ -99,6 +99,10 @@ SPECS = {spec.name: spec for spec in (
                   runtime=True, minimum=0.0, maximum=1.0),
     ParameterSpec('tracking.lost_patience', 10, 'Consecutive frames under the threshold before LOST.',
                   runtime=True, minimum=0, maximum=1_000_000),
+    ParameterSpec('tracking.search_factor', 0.0, 'Search region side as a multiple of the target size; 0: '
+                  'the model\'s own (STARK ST50/ST101 5.0, the default model 4.0). Smaller keeps nearby '
+                  'look-alikes out of view but loses faster motion. Applies from the next frame.',
+                  runtime=True, minimum=0.0, maximum=20.0),
     ParameterSpec('tracking.frame_buffer_size', 15, 'Recent frames kept for init requests on a past stamp.',
                   runtime=True, minimum=1, maximum=1000),
     ParameterSpec('output.debug_image', False, 'Publish stark/debug_image with the boxes drawn '

@@ -196,6 +196,7 @@ class TrackerCore:
         tracker = create_tracker(model, device=settings['model.device'], precision=settings['model.precision'],
                                  dataset=settings['model.update_profile'],
                                  max_targets=settings['tracking.max_targets'], backend=settings['model.backend'])
+        tracker.set_search_factor(settings['tracking.search_factor'] or None)
         tracker.warm_up()
         info = {'variant': model.variant.variant, 'checkpoint': str(model.checkpoint.path if model.checkpoint else ''),
                 'device': str(tracker.device), 'precision': tracker.precision, 'backend': settings['model.backend']}
@@ -433,6 +434,7 @@ class TrackerCore:
                 self._tracker.max_targets = candidate['tracking.max_targets']
                 self._tracker.update_interval = self._tracker.config.update_interval(
                     candidate['model.update_profile'])
+                self._tracker.set_search_factor(candidate['tracking.search_factor'] or None)
         if candidate['tracking.frame_buffer_size'] != self._settings['tracking.frame_buffer_size']:
             self._frames.resize(candidate['tracking.frame_buffer_size'])
         self._stats.rejection_window = candidate['output.diagnostics_window']

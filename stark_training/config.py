@@ -65,6 +65,16 @@ class ValSplit:
 
 
 @dataclass(frozen=True)
+class FeatureCacheSettings:
+    """DATA.FEATURE_CACHE (ours): train with the whole backbone frozen from its cached features;
+    epoch e reuses the pairs of epoch e % chunks (0: off). See stark_training.feature_cache."""
+
+    chunks: int = 0
+    runtime: str = 'onnxruntime'  # what runs the backbone on the crops: onnxruntime or pytorch
+    folder: str | None = None     # None: <output>/feature_cache
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """DATA: sources plus sampling/processing. `processing` holds further ProcessingSettings fields
     (augmentation probabilities, ...) by name; absent ones keep the original values."""
@@ -77,6 +87,7 @@ class DataConfig:
     sampler_mode: str | None = None  # causal / trident / trident_pro; None: causal (S), trident_pro (ST)
     seed: int = 0
     processing: dict = field(default_factory=dict)
+    feature_cache: FeatureCacheSettings = FeatureCacheSettings()
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,7 @@ class ModelSection:
     pretrained_backbone: str | None = None  # torchvision-layout ImageNet ResNet file (local)
     from_scratch: bool = False               # random backbone; only when asked
     stage1_checkpoint: str | None = None     # stage 2 starts here
+    init_checkpoint: str | None = None       # stage 1 (ours): start from these weights, e.g. to fine-tune
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,10 @@ class TrainSection:
     print_interval: int = 50          # steps between progress lines
     checkpoint_interval: int = 250    # steps between mid-epoch resume checkpoints (0: epoch ends only)
     seed: int = 42
+    # Ours, beyond the original: the modules that train (parameter-name prefixes; None: the
+    # stage's, see trainer.set_trainable), and a box loss on stage 2's positive pairs (0: off).
+    trainable: tuple[str, ...] | None = None
+    stage2_box_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -250,6 +266,19 @@ def _check(config: TrainingConfig) -> None:
         for index, entry in enumerate(split.datasets):
             if entry.ratio <= 0:
                 raise ConfigError(f'{source}: data.{name}.datasets[{index}].ratio must be positive, got {entry.ratio}')
+    cache = data.feature_cache
+    if cache.chunks < 0:
+        raise ConfigError(f'{source}: data.feature_cache.chunks must not be negative, got {cache.chunks}')
+    if cache.runtime not in ('onnxruntime', 'pytorch'):
+        raise ConfigError(f'{source}: data.feature_cache.runtime must be onnxruntime or pytorch, '
+                          f'got {cache.runtime!r}')
+    if cache.chunks and train.trainable and any(name.startswith('backbone') for name in train.trainable):
+        raise ConfigError(f'{source}: train.trainable names the backbone, which data.feature_cache keeps frozen')
+    if train.stage2_box_weight < 0:
+        raise ConfigError(f'{source}: train.stage2_box_weight must not be negative, got {train.stage2_box_weight}')
+    if config.model.init_checkpoint and (config.model.pretrained_backbone or config.model.from_scratch):
+        raise ConfigError(f'{source}: model.init_checkpoint holds the backbone weights too: leave out '
+                          'model.pretrained_backbone and model.from_scratch')
     if config.model.pretrained_backbone and config.model.from_scratch:
         raise ConfigError(f'{source}: model.pretrained_backbone and model.from_scratch exclude each other')
     try:
@@ -315,12 +344,15 @@ def config_from_dict(raw: Any, source: str = '<mapping>', base: Path | None = No
     if variant_path.suffix in ('.yaml', '.yml') and not variant_path.is_absolute():
         model = dataclasses.replace(model, variant=str(base / variant_path))
     model = dataclasses.replace(model, pretrained_backbone=_resolve(model.pretrained_backbone, base),
-                                stage1_checkpoint=_resolve(model.stage1_checkpoint, base))
+                                stage1_checkpoint=_resolve(model.stage1_checkpoint, base),
+                                init_checkpoint=_resolve(model.init_checkpoint, base))
     def resolved(split: Any) -> Any:
         return dataclasses.replace(split, datasets=tuple(dataclasses.replace(entry, root=_resolve(entry.root, base))
                                                          for entry in split.datasets))
 
-    data = dataclasses.replace(data, train=resolved(data.train), val=resolved(data.val) if data.val else None)
+    data = dataclasses.replace(data, train=resolved(data.train), val=resolved(data.val) if data.val else None,
+                               feature_cache=dataclasses.replace(
+                                   data.feature_cache, folder=_resolve(data.feature_cache.folder, base)))
     config = TrainingConfig(model, data, train, source)
     _check(config)
     return config

@@ -1,13 +1,13 @@
 """Held-out check of the default model against OpenCV's trackers on the same frames.
 
-Sequences: the DAVIS-2016 videos that the training recipe holds out (real footage never trained
+Sequences: the DAVIS-2016 videos that the training config holds out (real footage never trained
 on; DAVIS is a segmentation set, so this is a held-out check, not a benchmark result) and
-synthetic videos made of photos the recipe does not train on. Trackers: the STARK checkpoint,
+synthetic videos made of photos the config does not train on. Trackers: the STARK checkpoint,
 OpenCV CSRT and KCF, and TrackerNano (NanoTrack v2, ONNX files from a folder the user names).
 Every tracker runs on every sequence, single-threaded, from the first ground-truth box; the
 table gives success AUC, precision at 20 px and frames per second (tracking calls only).
 
-    python -m stark_training.default_model_eval --recipe config/training/default_model_lite_effnet.yaml \
+    python -m stark_training.default_model_eval --config config/training/default_model_st1.yaml \
         --nano-dir ../shared/baselines/nanotrack_v2 --out out/default_model/eval
 """
 from __future__ import annotations
@@ -19,31 +19,36 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .config import load_training_config
 from .datasets import open_dataset
 from .evaluation.baselines import BaselineError
 from .evaluation.metrics import SequenceResult, evaluate_sequence, summarize
 from .evaluation.runner import TrackerSpec, build_tracker, track_sequence
-from .feature_cache import load_recipe
 from .photo_sequences import PhotoSequences
 
-# Photos that the training recipe does not list (nor near-duplicates of them): evaluation only.
+# DAVIS-2016's 20 videos in list order, every 4th: held out of the default model's training.
+HELD_OUT_DAVIS = ('camel', 'dance-twirl', 'goat', 'motocross-jump', 'soapbox')
+# Photos that the training config does not list (nor near-duplicates of them): evaluation only.
 EVAL_PHOTOS = ('messi5.jpg', 'basketball1.png', 'ela_original.jpg', 'box_in_scene.png', 'rubberwhale1.png',
                'chicky_512.png', 'pic1.png', 'cards.png')
 EVAL_PHOTO_SEED = 2026
 
 
-def evaluation_sets(recipe_path: Path, photo_sequences: int, photo_frames: int) -> dict[str, list[Any]]:
-    """{'davis_held_out': [...], 'photos_held_out': [...]} sequences for the recipe's held-out material."""
-    recipe = load_recipe(recipe_path)
-    overlap = set(EVAL_PHOTOS) & set(recipe.data.photo_train)
-    if overlap:
-        raise ValueError(f'{recipe_path}: evaluation photo {sorted(overlap)[0]} is also a training photo')
-    davis = open_dataset('davis', recipe.data.davis_root, resolution=recipe.data.davis_resolution,
-                         videos=list(recipe.data.davis_held_out))
-    photos = PhotoSequences([Path(recipe.data.photo_root) / name for name in EVAL_PHOTOS], photo_sequences,
-                            photo_frames, seed=EVAL_PHOTO_SEED, size=(640, 480))
-    return {'davis_held_out': [davis[i] for i in range(len(davis))],
-            'photos_held_out': [photos[i] for i in range(len(photos))]}
+def evaluation_sets(config_path: Path, photo_sequences: int, photo_frames: int) -> dict[str, list[Any]]:
+    """{'davis_held_out': [...], 'photos_held_out': [...]}: the material that the training config
+    (its davis and photos sources) leaves out; ValueError if it trains on any of it."""
+    sources = {entry.name: entry for entry in load_training_config(config_path).data.train.datasets}
+    davis, photos = sources['davis'], sources['photos']
+    for overlap, what in ((set(HELD_OUT_DAVIS) & set(davis.options.get('videos', HELD_OUT_DAVIS)), 'DAVIS video'),
+                          (set(EVAL_PHOTOS) & set(photos.options['photos']), 'photo')):
+        if overlap:
+            raise ValueError(f'{config_path}: evaluation {what} {sorted(overlap)[0]} is also trained on')
+    videos = open_dataset('davis', davis.root, resolution=davis.options.get('resolution', '480p'),
+                          videos=list(HELD_OUT_DAVIS))
+    photo_videos = PhotoSequences([Path(photos.root) / name for name in EVAL_PHOTOS], photo_sequences,
+                                  photo_frames, seed=EVAL_PHOTO_SEED, size=(640, 480))
+    return {'davis_held_out': [videos[i] for i in range(len(videos))],
+            'photos_held_out': [photo_videos[i] for i in range(len(photo_videos))]}
 
 
 def run_tracker(spec: TrackerSpec, sequences: list[Any], out: Callable[[str], None]) -> list[SequenceResult]:
@@ -60,6 +65,13 @@ def run_tracker(spec: TrackerSpec, sequences: list[Any], out: Callable[[str], No
 
 
 LABELS = {'stark': 'STARK default (ours)', 'csrt': 'OpenCV CSRT', 'kcf': 'OpenCV KCF', 'nano': 'OpenCV TrackerNano'}
+
+
+def label(name: str) -> str:
+    """The table's name for a stored result: LABELS, or ours with a search factor (stark_search3)."""
+    if name.startswith('stark_search'):
+        return f'{LABELS["stark"]}, search region {name.removeprefix("stark_search")}x'
+    return LABELS.get(name, name)
 
 
 def evaluate_tracker(spec: TrackerSpec, sets: dict[str, list[Any]], out: Callable[[str], None]) -> dict[str, Any]:
@@ -91,10 +103,13 @@ def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m stark_training.default_model_eval',
                                      description=__doc__.splitlines()[0])
-    parser.add_argument('--recipe', type=Path, default=Path('config/training/default_model_lite_effnet.yaml'))
+    parser.add_argument('--config', type=Path, default=Path('config/training/default_model_st1.yaml'),
+                        help='the training config whose held-out material to use')
     parser.add_argument('--checkpoint', default='', help='STARK checkpoint (default: the shipped default model)')
     parser.add_argument('--nano-dir', default=None, help='folder with the NanoTrack v2 ONNX files')
     parser.add_argument('--trackers', default='stark,csrt,kcf,nano')
+    parser.add_argument('--search-factor', type=float, help='STARK\'s search region / target size (default: '
+                        'the model\'s own); its results are stored as stark_search<F>')
     parser.add_argument('--photo-sequences', type=int, default=8)
     parser.add_argument('--photo-frames', type=int, default=60)
     parser.add_argument('--out', type=Path, default=Path('out/default_model/eval'))
@@ -106,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    sets = evaluation_sets(args.recipe, args.photo_sequences, args.photo_frames)
+    sets = evaluation_sets(args.config, args.photo_sequences, args.photo_frames)
     checkpoint = args.checkpoint
     if not checkpoint and 'stark' in args.trackers.split(','):
         from stark_model.factory import default_checkpoint
         checkpoint = str(default_checkpoint())
-    specs = {'stark': TrackerSpec(checkpoint=checkpoint, threads=1)}
+    specs = {'stark': TrackerSpec(checkpoint=checkpoint, threads=1, search_factor=args.search_factor)}
     specs.update({name: TrackerSpec(baseline=name, nano_dir=args.nano_dir) for name in ('csrt', 'kcf', 'nano')})
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -122,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f'skipping {name}: {error}', file=sys.stderr)
             continue
         record['checkpoint'] = checkpoint if name == 'stark' else None
-        (args.out / f'{name}.json').write_text(json.dumps(record, indent=1))
+        stored = f'stark_search{args.search_factor:g}' if name == 'stark' and args.search_factor else name
+        (args.out / f'{stored}.json').write_text(json.dumps(record, indent=1))
     # The table holds every tracker evaluated into this folder so far (ours first).
     records = {path.stem: json.loads(path.read_text()) for path in sorted(args.out.glob('*.json'))}
-    order = [name for name in ('stark', 'csrt', 'kcf', 'nano') if name in records] + \
-        [name for name in records if name not in ('stark', 'csrt', 'kcf', 'nano')]
-    table = markdown_table({LABELS.get(name, name): records[name]['summaries'] for name in order})
+    ours = ['stark'] * ('stark' in records) + sorted(name for name in records if name.startswith('stark_search'))
+    order = ours + [name for name in ('csrt', 'kcf', 'nano') if name in records] + \
+        [name for name in records if name not in ours and name not in ('csrt', 'kcf', 'nano')]
+    table = markdown_table({label(name): records[name]['summaries'] for name in order})
     (args.out / 'table.md').write_text(table + '\n')
     print(table)
     print(f'({time.monotonic() - started:.0f} s; results in {args.out})')

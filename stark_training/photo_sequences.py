@@ -37,17 +37,11 @@ def _smooth_path(rng: np.random.Generator, num_frames: int, low: float, high: fl
     return low + span * (0.5 + 0.5 * wave)
 
 
-def make_photo_sequence(background: np.ndarray, source: np.ndarray, rng: np.random.Generator,
-                        num_frames: int = 40, size: tuple[int, int] = (480, 360), motion: float = 4.0
-                        ) -> tuple[list[np.ndarray], np.ndarray]:
-    """Frames (RGB uint8, size = (width, height)) and the xywh box per frame of a target patch cut
-    from `source`, pasted over a slowly panning view of `background`."""
+def _moving_patch(source: np.ndarray, rng: np.random.Generator, num_frames: int, size: tuple[int, int],
+                  motion: float) -> tuple[np.ndarray, np.ndarray]:
+    """A rectangle cut from `source` and its xywh box per frame along a smooth random path, with
+    a slowly changing size."""
     width, height = size
-    scale = max(width / background.shape[1], height / background.shape[0]) * 1.25
-    canvas = cv2.resize(background, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    pan_x = _smooth_path(rng, num_frames, 0, canvas.shape[1] - width, 1.0).round().astype(int)
-    pan_y = _smooth_path(rng, num_frames, 0, canvas.shape[0] - height, 1.0).round().astype(int)
-
     src_h, src_w = source.shape[:2]
     patch_w = int(rng.uniform(0.2, 0.5) * src_w)
     patch_h = int(np.clip(patch_w * rng.uniform(0.5, 2.0), 0.15 * src_h, 0.6 * src_h))
@@ -61,17 +55,37 @@ def make_photo_sequence(background: np.ndarray, source: np.ndarray, rng: np.rand
     margin = sizes.max()
     cx = _smooth_path(rng, num_frames, margin / 2, width - margin / 2, motion)
     cy = _smooth_path(rng, num_frames, margin / 2, height - margin / 2, motion)
+    boxes = []
+    for t in range(num_frames):
+        w, h = max(int(round(widths[t])), 4), max(int(round(heights[t])), 4)
+        boxes.append((int(np.clip(round(cx[t] - w / 2), 0, width - w)), int(np.clip(round(cy[t] - h / 2), 0, height - h)),
+                      w, h))
+    return patch, np.asarray(boxes, np.float64)
 
-    frames, boxes = [], []
+
+def make_photo_sequence(background: np.ndarray, source: np.ndarray, rng: np.random.Generator,
+                        num_frames: int = 40, size: tuple[int, int] = (480, 360), motion: float = 4.0,
+                        distractor_sources: Seq[np.ndarray] = ()) -> tuple[list[np.ndarray], np.ndarray]:
+    """Frames (RGB uint8, size = (width, height)) and the xywh box per frame of a target patch cut
+    from `source`, pasted over a slowly panning view of `background`. Each of `distractor_sources`
+    adds another moving patch (beneath the target, which stays fully visible): things that look
+    like targets but are not the one the template shows."""
+    width, height = size
+    scale = max(width / background.shape[1], height / background.shape[0]) * 1.25
+    canvas = cv2.resize(background, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    pan_x = _smooth_path(rng, num_frames, 0, canvas.shape[1] - width, 1.0).round().astype(int)
+    pan_y = _smooth_path(rng, num_frames, 0, canvas.shape[0] - height, 1.0).round().astype(int)
+    target = _moving_patch(source, rng, num_frames, size, motion)
+    others = [_moving_patch(other, rng, num_frames, size, motion) for other in distractor_sources]
+
+    frames = []
     for t in range(num_frames):
         frame = canvas[pan_y[t]:pan_y[t] + height, pan_x[t]:pan_x[t] + width].copy()
-        w, h = max(int(round(widths[t])), 4), max(int(round(heights[t])), 4)
-        x1 = int(np.clip(round(cx[t] - w / 2), 0, width - w))
-        y1 = int(np.clip(round(cy[t] - h / 2), 0, height - h))
-        frame[y1:y1 + h, x1:x1 + w] = cv2.resize(patch, (w, h), interpolation=cv2.INTER_AREA)
+        for patch, boxes in [*others, target]:
+            x, y, w, h = (int(v) for v in boxes[t])
+            frame[y:y + h, x:x + w] = cv2.resize(patch, (w, h), interpolation=cv2.INTER_AREA)
         frames.append(frame)
-        boxes.append((x1, y1, w, h))
-    return frames, np.asarray(boxes, np.float64)
+    return frames, target[1]
 
 
 class PhotoSequences(SequenceDataset):
@@ -82,7 +96,7 @@ class PhotoSequences(SequenceDataset):
     cache_size = 16  # a sequence holds its frames in memory (about 20 MB)
 
     def __init__(self, photos: Seq[str | Path], num_sequences: int = 32, num_frames: int = 40,
-                 seed: int = 0, size: tuple[int, int] = (480, 360)) -> None:
+                 seed: int = 0, size: tuple[int, int] = (480, 360), distractors: int = 0) -> None:
         super().__init__()
         self.photo_paths = [Path(p) for p in photos]
         if len(self.photo_paths) < 2:
@@ -91,13 +105,25 @@ class PhotoSequences(SequenceDataset):
         self.num_frames = num_frames
         self.seed = seed
         self.size = size
+        self.distractors = distractors
         self._names = [f'photos-{seed}-{i}' for i in range(num_sequences)]
 
     def _load(self, index: int) -> Sequence:
         rng = np.random.default_rng([self.seed, index])
         background, target = rng.choice(len(self.photos), 2, replace=False)
+        # Distractors: patches of any listed photo, the target's own included (the hardest case),
+        # chosen by a generator of their own so that the target's video is the one without them.
+        chooser = np.random.default_rng([self.seed, index, 1])
+        others = [self.photos[k] for k in chooser.integers(0, len(self.photos), self.distractors)]
         frames, boxes = make_photo_sequence(self.photos[background], self.photos[target], rng,
-                                            self.num_frames, self.size)
+                                            self.num_frames, self.size, distractor_sources=others)
         sequence = InMemorySequence(self._names[index], frames, boxes, dataset='synthetic')
         sequence.attributes['photos'] = [self.photo_paths[background].name, self.photo_paths[target].name]
         return sequence
+
+
+def photo_sequences(root: str | Path, photos: Seq[str], sequences: int = 32, frames: int = 40, seed: int = 0,
+                    width: int = 480, height: int = 360, distractors: int = 0) -> PhotoSequences:
+    """The `photos` reader of open_dataset: PhotoSequences of the named photos in `root`."""
+    return PhotoSequences([Path(root) / name for name in photos], sequences, frames, seed, (width, height),
+                          distractors)

@@ -15,6 +15,7 @@ random generators, so a resumed run continues exactly as the uninterrupted one w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -81,9 +82,19 @@ def initialise_backbone(network: StarkNetwork, config: TrainingConfig) -> None:
                           '--from-scratch (model.from_scratch: true) to train from random weights')
 
 
-def set_trainable(network: StarkNetwork, stage: int) -> None:
-    """Stage 1: all but backbone stem/layer1 and the score head; stage 2: only 'cls' parameters."""
-    if stage == 1:
+def set_trainable(network: StarkNetwork, stage: int, trainable: tuple[str, ...] | None = None,
+                  frozen_backbone: bool = False) -> None:
+    """Stage 1: all but backbone stem/layer1 and the score head; stage 2: only 'cls' parameters.
+    `trainable` (parameter-name prefixes) replaces the stage's choice; `frozen_backbone` (training
+    from cached features) freezes the whole backbone."""
+    if trainable is not None:
+        unmatched = [prefix for prefix in trainable
+                     if not any(name.startswith(prefix) for name, _ in network.named_parameters())]
+        if unmatched:
+            raise ConfigError(f'train.trainable: no parameter name starts with {unmatched[0]!r}')
+        for name, parameter in network.named_parameters():
+            parameter.requires_grad_(name.startswith(tuple(trainable)))
+    elif stage == 1:
         network.requires_grad_(True)
         network.backbone.freeze_stem_and_layer1()
         if network.cls_head is not None:
@@ -91,15 +102,22 @@ def set_trainable(network: StarkNetwork, stage: int) -> None:
     else:
         for name, parameter in network.named_parameters():
             parameter.requires_grad_('cls' in name)
+    if frozen_backbone:
+        network.backbone.requires_grad_(False)
 
 
-def set_train_mode(network: StarkNetwork, stage: int) -> None:
-    """Training mode for what trains: everything in stage 1, only the score head in stage 2."""
+def set_train_mode(network: StarkNetwork, stage: int, trainable: tuple[str, ...] | None = None) -> None:
+    """Training mode for what trains: everything in stage 1; in stage 2 only the score head, or
+    the modules `trainable` names."""
     if stage == 1:
         network.train()
-    else:
-        network.eval()
-        network.cls_head.train()
+        return
+    network.eval()
+    for prefix in trainable or ('cls_head',):
+        try:
+            network.get_submodule(prefix.rstrip('.')).train()
+        except AttributeError:  # a parameter's name, not a module's: nothing to switch
+            pass
 
 
 def parameter_groups(network: nn.Module, lr: float, backbone_multiplier: float) -> list[dict[str, Any]]:
@@ -273,6 +291,10 @@ class Trainer:
         self.tensorboard = tensorboard
         self.variant: VariantConfig = config.variant()
         self.stage = config.train.stage
+        self.cached = config.data.feature_cache.chunks > 0
+        if self.cached and forward is None:
+            from .feature_cache import cached_forward
+            self.forward = cached_forward
 
     # -- set-up ---------------------------------------------------------------------------------
     def _resume_path(self) -> Path | None:
@@ -292,21 +314,43 @@ class Trainer:
         torch.manual_seed(self.config.train.seed)  # identical initial weights in every process
         network = build_network(self.variant.model, self.variant.tracker.search_size)
         if not resuming:
-            if self.stage == 1:
-                initialise_backbone(network, self.config)
-            else:
+            if self.stage == 2:
                 self._load_stage1(network)
-        set_trainable(network, self.stage)
+            elif self.config.model.init_checkpoint:
+                self._load_weights(network, self.config.model.init_checkpoint, 'stage 1 starts')
+            else:
+                initialise_backbone(network, self.config)
+        set_trainable(network, self.stage, self.config.train.trainable, self.cached)
         return network
+
+    def _cached_pairs(self, network: StarkNetwork, pairs: Dataset | None, split: str) -> Dataset | None:
+        """The pairs as CachedPairs (data.feature_cache) over the backbone as it starts."""
+        if pairs is None:
+            return None
+        from .feature_cache import BackboneRunner, CachedPairs, cache_key
+
+        settings = self.config.data.feature_cache
+        data = self.config.to_dict()['data']
+        data.pop('feature_cache')
+        content = {'data': data, 'model': dataclasses.asdict(self.variant.model), 'stage': self.stage,
+                   'templates': self.config.num_templates(), 'split': split}
+        key = cache_key(content, network.backbone)
+        return CachedPairs(pairs, BackboneRunner(network, settings.runtime), settings.folder or
+                           self.output_dir / 'feature_cache', settings.chunks if split == 'train' else 1, key,
+                           name=f'stage{self.stage}-{split}', workers=self.config.train.num_worker, progress=LOG.info)
 
     def _load_stage1(self, network: StarkNetwork) -> None:
         path = self.config.model.stage1_checkpoint
         if not path:
             raise ConfigError(f'{self.config.source}: stage 2 starts from a stage-1 checkpoint: pass '
                               '--stage1-checkpoint PATH (model.stage1_checkpoint)')
+        self._load_weights(network, path, 'stage 2 starts')
+
+    @staticmethod
+    def _load_weights(network: StarkNetwork, path: str, what: str) -> None:
         checkpoint = read_checkpoint(path)
         load_weights(network, checkpoint.state_dict, str(path))
-        LOG.info('stage 2 starts from %s', path)
+        LOG.info('%s from %s', what, path)
 
     def _seed_process(self, info: ProcessInfo) -> None:
         """Per-process generators (dropout differs between processes, as with the original)."""
@@ -324,13 +368,19 @@ class Trainer:
         dtype = autocast_dtype(train.amp, info.device)
         scaler = torch.amp.GradScaler(info.device.type, enabled=dtype == torch.float16)
         dataset = self.dataset if self.dataset is not None else build_pair_dataset(self.config)
+        val_dataset = self.val_dataset if self.val_dataset is not None else build_pair_dataset(self.config, 'val')
+        model: nn.Module = network
+        if self.cached:
+            from .feature_cache import FeatureNetwork
+
+            dataset = self._cached_pairs(network, dataset, 'train')
+            val_dataset = self._cached_pairs(network, val_dataset, 'val')
+            model = FeatureNetwork(network)
         sampler = EpochBatchSampler(len(dataset), train.batch_size, info.world_size, info.rank,
                                     train.accumulation_steps, seed=train.seed)
-        model: nn.Module = network
         if info.distributed:
             model = nn.parallel.DistributedDataParallel(
-                network, device_ids=[info.device.index] if info.device.type == 'cuda' else None)
-        val_dataset = self.val_dataset if self.val_dataset is not None else build_pair_dataset(self.config, 'val')
+                model, device_ids=[info.device.index] if info.device.type == 'cuda' else None)
         run = Run(info, network, model, optimizer, scheduler, scaler, dataset, sampler, dtype, val_dataset)
         if resume_path is not None:
             self._restore(resume_path, run)
@@ -441,7 +491,14 @@ class Trainer:
         train = self.config.train
         if self.stage == 1:
             return box_loss(output.boxes, batch['search_box'], train.l1_weight, train.giou_weight)
-        return score_loss(output.logits, batch['label'], train.cls_weight)
+        score = score_loss(output.logits, batch['label'], train.cls_weight)
+        positive = batch['label'] > 0.5
+        if train.stage2_box_weight <= 0 or not positive.any():
+            return score
+        boxes = box_loss(output.boxes[positive], batch['search_box'][positive], train.l1_weight, train.giou_weight)
+        total = score.total + train.stage2_box_weight * boxes.total
+        return LossResult(total, {**score.parts, 'loss': float(total.detach()), 'box_loss': boxes.parts['loss'],
+                                  'iou': boxes.parts['iou']})
 
     def _backward(self, run: Run, batch: Batch, sync_gradients: bool) -> dict[str, float]:
         """Forward, loss and backward of one micro-batch; its loss parts."""
@@ -470,9 +527,10 @@ class Trainer:
             run.dataset.set_epoch(position.epoch)
         # Its own generator, so that making the loader never draws from the global one (which
         # dropout uses): a run resumed mid-epoch draws exactly what the uninterrupted one did.
-        loader = DataLoader(run.dataset, batch_sampler=run.sampler, num_workers=train.num_worker,
+        # Cached features are served from memory: worker processes would only add start-up time.
+        loader = DataLoader(run.dataset, batch_sampler=run.sampler, num_workers=0 if self.cached else train.num_worker,
                             pin_memory=run.info.device.type == 'cuda', generator=torch.Generator())
-        set_train_mode(run.network, self.stage)
+        set_train_mode(run.network, self.stage, train.trainable)
         accumulation = train.accumulation_steps
         sums: dict[str, float] = {}
         for index, batch in enumerate(loader):
@@ -504,7 +562,7 @@ class Trainer:
         train = self.config.train
         sampler = EpochBatchSampler(len(run.val_dataset), train.batch_size, run.info.world_size, run.info.rank,
                                     seed=train.seed)
-        loader = DataLoader(run.val_dataset, batch_sampler=sampler, num_workers=train.num_worker,
+        loader = DataLoader(run.val_dataset, batch_sampler=sampler, num_workers=0 if self.cached else train.num_worker,
                             pin_memory=run.info.device.type == 'cuda', generator=torch.Generator())
         run.network.eval()
         sums: dict[str, float] = {}

@@ -151,3 +151,11 @@ def test_sha256_is_checked_before_anything_is_unpickled(bomb):
 def test_sha256_without_a_checkpoint_is_an_error():
     with pytest.raises(ValueError, match='sha256 was given but no checkpoint'):
         load_model(None, variant='lite', allow_untrained=True, sha256='0' * 64)
+
+
+def test_atomic_save_gives_the_file_the_mode_of_a_plain_write(tmp_path):
+    from stark_model.checkpoint import atomic_torch_save
+
+    atomic_torch_save({'w': torch.zeros(2)}, tmp_path / 'saved.pt')
+    (tmp_path / 'plain.txt').write_text('x')
+    assert (tmp_path / 'saved.pt').stat().st_mode == (tmp_path / 'plain.txt').stat().st_mode

@@ -409,6 +409,20 @@ def test_tracker_follows_a_moving_square_exactly(size, step):
         assert result.score == pytest.approx(0.9)
 
 
+def test_search_factor_can_be_changed_between_frames_and_restored():
+    config = load_variant('lite').tracker
+    tracker = StarkTracker(OracleNetwork(), config)
+    path = [(300 - 6 * i, 200 + 4 * i, 48, 48) for i in range(6)]
+    tracker.initialize(square_frame(path[0]), path[0], 'square')
+    for index, factor in enumerate((3.0, 3.0, None, 2.5, None), start=1):
+        tracker.set_search_factor(factor)
+        assert tracker.config.search_factor == (factor or config.search_factor)
+        assert tracker.track(square_frame(path[index]))['square'].box == pytest.approx(path[index], abs=1.0)
+    for bad in (0.0, -2.0, float('nan')):
+        with pytest.raises(TrackerError, match='search factor must be a positive number'):
+            tracker.set_search_factor(bad)
+
+
 def test_mapping_uses_the_unrounded_crop_corner_as_the_original():
     # Previous box x = 208.5: the crop's corner is round(80.5) = 80 (half to even), but the
     # prediction is mapped back from the unrounded 80.5, so a square drawn at x = 208 is reported

@@ -117,12 +117,15 @@ def test_lost_after_patience_and_recovery_with_runtime_thresholds(running, seque
     lost = [t for t in peer.statuses[-1].targets if t.target_id == 'cup'][0]
     assert lost.frames_below_threshold >= 3
     assert peer.set_parameter('tracking.lost_threshold', 0.0).successful
+    assert peer.set_parameter('tracking.search_factor', 3.0).successful  # from the next frame, targets kept
     play(peer, sequence, range(31, 34))
     peer.wait_until(lambda: all(t.state == TargetStatus.TRACKING for t in peer.statuses[-1].targets),
                     what='recovery to TRACKING')
 
     refused = peer.set_parameter('input.image_topic', 'elsewhere')
     assert not refused.successful and 'only be set at start-up' in refused.reason
+    refused = peer.set_parameter('tracking.search_factor', -1.0)
+    assert not refused.successful and 'below the minimum 0.0' in refused.reason
     refused = peer.set_parameter('tracking.max_targets', 0)
     assert not refused.successful and 'below the minimum 1' in refused.reason
     refused = peer.set_parameter('model.checkpoint', '/nonexistent/model.pth.tar')

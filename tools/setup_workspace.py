@@ -320,7 +320,10 @@ def installed_file_names() -> list[str]:
 def build_workspace(mode: Mode, force: bool) -> str:
     build_inputs = [ROOT / 'package.xml', ROOT / 'CMakeLists.txt',
                     *sorted((ROOT / 'msg').iterdir()), *sorted((ROOT / 'srv').iterdir()),
-                    *sorted((ROOT / 'scripts').iterdir())]
+                    *sorted((ROOT / 'scripts').iterdir()),
+                    # The variant YAMLs are installed as copies (setup.py maps them into
+                    # stark_model.model_configs), so their contents decide the install too.
+                    *sorted((ROOT / 'config' / 'models').glob('*.yaml'))]
     key = fingerprint(mode.distro, installed_file_names(), *build_inputs,
                       STAMP_DIR / 'underlay.stamp', STAMP_DIR / 'python.stamp')
     if not force and stamp_matches('colcon', key) and (INSTALL / 'setup.bash').is_file():

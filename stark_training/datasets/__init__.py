@@ -22,6 +22,7 @@ READERS = {
     'uav123': ('uav123', 'UAV123'),
     'nfs': ('nfs', 'NfS'),
     'synthetic': ('synthetic', 'SyntheticDataset'),
+    'photos': ('.photo_sequences', 'photo_sequences'),
 }
 
 

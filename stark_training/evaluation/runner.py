@@ -61,13 +61,13 @@ class TrackerSpec:
     device: str = 'cpu'
     allow_untrained: bool = False
     threads: int = 1
+    search_factor: float | None = None  # STARK: the search region's size; None: the model's own
 
     def display_name(self) -> str:
         if self.baseline:
             return self.baseline
-        if self.checkpoint:
-            return Path(self.checkpoint).name.split('.')[0]
-        return f'untrained-{self.variant}'
+        name = Path(self.checkpoint).name.split('.')[0] if self.checkpoint else f'untrained-{self.variant}'
+        return f'{name}-search{self.search_factor:g}' if self.search_factor else name
 
 
 class StarkSingleTarget:
@@ -93,7 +93,9 @@ def build_tracker(spec: TrackerSpec) -> SingleTargetTracker:
     from stark_model import create_tracker, load_model
     torch.set_num_threads(max(1, spec.threads))
     model = load_model(spec.checkpoint, spec.variant, allow_untrained=spec.allow_untrained)
-    return StarkSingleTarget(create_tracker(model, device=spec.device))
+    tracker = create_tracker(model, device=spec.device)
+    tracker.set_search_factor(spec.search_factor)
+    return StarkSingleTarget(tracker)
 
 
 def track_sequence(tracker: SingleTargetTracker, sequence: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -291,6 +293,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     what.add_argument('--untrained', metavar='VARIANT', help='random weights of VARIANT (plumbing tests only)')
     run.add_argument('--variant', help='model variant, if the checkpoint does not say')
     run.add_argument('--nano-dir', help='folder with the NanoTrack v2 ONNX files (for --baseline nano)')
+    run.add_argument('--search-factor', type=float, help='STARK: search region side / target size '
+                     '(default: the model\'s own)')
     run.add_argument('--device', default='cpu', help='cpu, cuda, cuda:N or auto')
     run.add_argument('--workers', type=int, default=1, help='parallel worker processes')
     run.add_argument('--threads', type=int, default=0, help='torch threads per worker (0: cores / workers)')
@@ -305,7 +309,9 @@ def _command_run(args: argparse.Namespace, out: Callable[[str], None]) -> int:
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.workers))
     spec = TrackerSpec(checkpoint=args.checkpoint, variant=args.untrained or args.variant, baseline=args.baseline,
                        nano_dir=args.nano_dir, device=args.device, allow_untrained=bool(args.untrained),
-                       threads=threads)
+                       threads=threads, search_factor=args.search_factor)
+    if args.search_factor is not None and not args.search_factor > 0:
+        raise ValueError(f'--search-factor must be positive, got {args.search_factor}')
     if args.checkpoint:
         from stark_model import read_checkpoint
         read_checkpoint(args.checkpoint)  # refuse a bad file before any worker starts
