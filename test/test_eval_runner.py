@@ -297,3 +297,14 @@ def test_runner_on_a_lasot_test_sequence_reports_attributes_under_both_protocols
     assert 'Protocol `ope`' in ope and 'Protocol `pytracking`' in pyt
     assert '| full_occlusion |' in ope and 'out_of_view' not in ope  # no frame is out of view
     assert (tmp_path / 'ope' / 'kcf' / 'lasot-test' / 'airplane-1.txt').is_file()
+
+
+def test_a_search_factor_reaches_the_tracker_and_the_results_name() -> None:
+    from stark_training.evaluation.runner import TrackerSpec, build_tracker
+
+    spec = TrackerSpec(variant='lite', allow_untrained=True, search_factor=3.0)
+    assert build_tracker(spec).tracker.config.search_factor == 3.0
+    assert spec.display_name() == 'untrained-lite-search3'
+    plain = TrackerSpec(variant='lite', allow_untrained=True)
+    assert build_tracker(plain).tracker.config.search_factor == 5.0  # lite's own
+    assert plain.display_name() == 'untrained-lite'
