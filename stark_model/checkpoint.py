@@ -20,8 +20,8 @@ import os
 import pickle
 import re
 import struct
-import tempfile
 import types
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +140,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     """The SHA-256 of a file's bytes, as 64 lowercase hexadecimal digits."""
     with open(path, 'rb') as file:
         return _sha256_of(file)
+
+
+def hash_weights(digest: Any, module: nn.Module) -> None:
+    """Feed every state-dict entry of `module` (name and tensor bytes, in order) to `digest`."""
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
 
 
 def _sha256_of(file: BinaryIO) -> str:
@@ -358,16 +365,14 @@ def atomic_torch_save(content: Any, path: str | os.PathLike) -> None:
     leaves a broken file where a good one was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
+    # A fresh name opened exclusively, not mkstemp: mkstemp's files are private (0600), this one
+    # gets the mode any other written file gets.
+    temporary = path.with_name(f'.{path.name}.{uuid.uuid4().hex}')
     try:
-        with os.fdopen(handle, 'wb') as file:
+        with open(temporary, 'xb') as file:
             buffer = io.BytesIO()
             torch.save(content, buffer)
             file.write(buffer.getbuffer())
-        # mkstemp makes the file private (0600); give it the mode a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .backbone import STRIDE
+from .checkpoint import hash_weights
 from .config import TrackerConfig
 from .network import StarkNetwork, Tokens
 from .transformer import fused_attention
@@ -86,9 +87,7 @@ def model_fingerprint(network: StarkNetwork, config: TrackerConfig) -> str:
     what the exported graphs depend on (cache key of ONNX files and TensorRT engines)."""
     digest = hashlib.sha256()
     digest.update(f'{network.config}|{config}|{torch.__version__}|{EXPORT_FORMAT}'.encode())
-    for name, tensor in network.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    hash_weights(digest, network)
     return digest.hexdigest()
 
 

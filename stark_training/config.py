@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from stark_model.config import ConfigError, VariantConfig, load_variant, read_yaml
 
 AMP_MODES = ('auto', 'off', 'bf16', 'fp16')
+FEATURE_CACHE_RUNTIMES = ('onnxruntime', 'pytorch')  # what runs the frozen backbone on the crops
 # Stage-dependent defaults of train.epoch and train.lr_drop_epoch (stark_st1 vs stark_st2).
 STAGE_DEFAULTS = {1: {'epoch': 500, 'lr_drop_epoch': 400}, 2: {'epoch': 50, 'lr_drop_epoch': 40}}
 
@@ -70,7 +71,7 @@ class FeatureCacheSettings:
     epoch e reuses the pairs of epoch e % chunks (0: off). See stark_training.feature_cache."""
 
     chunks: int = 0
-    runtime: str = 'onnxruntime'  # what runs the backbone on the crops: onnxruntime or pytorch
+    runtime: str = 'onnxruntime'  # one of FEATURE_CACHE_RUNTIMES
     folder: str | None = None     # None: <output>/feature_cache
 
 
@@ -269,9 +270,9 @@ def _check(config: TrainingConfig) -> None:
     cache = data.feature_cache
     if cache.chunks < 0:
         raise ConfigError(f'{source}: data.feature_cache.chunks must not be negative, got {cache.chunks}')
-    if cache.runtime not in ('onnxruntime', 'pytorch'):
-        raise ConfigError(f'{source}: data.feature_cache.runtime must be onnxruntime or pytorch, '
-                          f'got {cache.runtime!r}')
+    if cache.runtime not in FEATURE_CACHE_RUNTIMES:
+        raise ConfigError(f'{source}: data.feature_cache.runtime must be one of '
+                          f'{", ".join(FEATURE_CACHE_RUNTIMES)}, got {cache.runtime!r}')
     if cache.chunks and train.trainable and any(name.startswith('backbone') for name in train.trainable):
         raise ConfigError(f'{source}: train.trainable names the backbone, which data.feature_cache keeps frozen')
     if train.stage2_box_weight < 0:

@@ -27,20 +27,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from stark_model.backbone import feature_masks
-from stark_model.checkpoint import CheckpointError, atomic_torch_save, read_checkpoint
+from stark_model.checkpoint import CheckpointError, atomic_torch_save, hash_weights, read_checkpoint
 from stark_model.network import NetworkOutput, StarkNetwork, Tokens
+
+from .config import FEATURE_CACHE_RUNTIMES
 
 CHUNK_KEYS = ('template_features', 'template_masks', 'search_features', 'search_masks', 'search_box', 'label')
 CACHE_FORMAT = 1
-RUNTIMES = ('onnxruntime', 'pytorch')
 
 
 def cache_key(content: Any, backbone: nn.Module) -> str:
     """A hash of `content` (plain data: the settings that make the pairs) and the backbone weights."""
     digest = hashlib.sha256(json.dumps([CACHE_FORMAT, content], sort_keys=True, default=str).encode())
-    for name, tensor in backbone.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    hash_weights(digest, backbone)
     return digest.hexdigest()[:16]
 
 
@@ -48,8 +47,9 @@ class BackboneRunner:
     """The frozen backbone body on batches of crops: eager PyTorch or ONNX Runtime (CPU)."""
 
     def __init__(self, network: StarkNetwork, runtime: str = 'onnxruntime', threads: int | None = None) -> None:
-        if runtime not in RUNTIMES:
-            raise ValueError(f'feature cache runtime must be one of {", ".join(RUNTIMES)}, got {runtime!r}')
+        if runtime not in FEATURE_CACHE_RUNTIMES:
+            raise ValueError(f'feature cache runtime must be one of {", ".join(FEATURE_CACHE_RUNTIMES)}, '
+                             f'got {runtime!r}')
         self.network = network
         self.runtime = runtime
         self.threads = threads or torch.get_num_threads()

@@ -58,8 +58,9 @@ def _moving_patch(source: np.ndarray, rng: np.random.Generator, num_frames: int,
     boxes = []
     for t in range(num_frames):
         w, h = max(int(round(widths[t])), 4), max(int(round(heights[t])), 4)
-        boxes.append((int(np.clip(round(cx[t] - w / 2), 0, width - w)), int(np.clip(round(cy[t] - h / 2), 0, height - h)),
-                      w, h))
+        x = int(np.clip(round(cx[t] - w / 2), 0, width - w))
+        y = int(np.clip(round(cy[t] - h / 2), 0, height - h))
+        boxes.append((x, y, w, h))
     return patch, np.asarray(boxes, np.float64)
 
 

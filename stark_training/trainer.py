@@ -5,6 +5,10 @@ which gets no loss) on 5*L1 + 2*GIoU. Stage 2 starts from a stage-1 checkpoint a
 the parameters named 'cls' (the score head) with binary cross-entropy; every other module stays
 in evaluation mode, so the box head's batch-norm statistics stay as stage 1 left them (the
 original left them in training mode, where they drift; they are not its parameters either way).
+Beyond the original, all off by default: `data.feature_cache` trains with the whole backbone
+frozen from cached features (stark_training.feature_cache), `train.trainable` names what trains
+instead of the stage's choice, `train.stage2_box_weight` adds the box loss on stage 2's positive
+pairs, and `model.init_checkpoint` starts stage 1 from given weights.
 
 Checkpoints: after every epoch `<NetType>_ep%04d.pth.tar` (weights, loadable with
 stark_model.load_model) and `last.pth.tar` (weights plus the full training state), which is also

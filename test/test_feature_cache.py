@@ -59,7 +59,8 @@ def test_shipped_configs_chain_together_and_keep_the_evaluation_material_out():
     assert (first.train.stage, second.train.stage, third.train.stage) == (1, 1, 2)
     assert {config.variant().variant for config in (first, second, third)} == {'lite_effnet'}
     assert all(config.data.feature_cache.chunks > 0 for config in (first, second, third))
-    assert Path(second.model.init_checkpoint).parts[-3:] == ('st1', 'checkpoints', f'STARKST_ep{first.train.epoch:04d}.pth.tar')
+    assert Path(second.model.init_checkpoint).parts[-3:] == \
+        ('st1', 'checkpoints', f'STARKST_ep{first.train.epoch:04d}.pth.tar')
     assert Path(third.model.stage1_checkpoint).parts[-3:] == \
         ('st1_distractors', 'checkpoints', f'STARKST_ep{second.train.epoch:04d}.pth.tar')
     for config in (STAGE1, STAGE1_DISTRACTORS, STAGE2):
