@@ -310,9 +310,11 @@ def infer_variant(state_dict: Mapping[str, torch.Tensor]) -> str:
     backbone = {(True, 6): 'resnet50', (True, 23): 'resnet101', (False, 2): 'resnet18'}.get((bottleneck, blocks))
     if 'backbone.0.body._conv_stem.weight' in state_dict:
         backbone = 'efficientnet_lite0'
+    if 'backbone.0.body.stem.0.weight' in state_dict:
+        backbone = 'nanotrack_v2'
     query = state_dict.get('query_embed.weight')
     hidden = int(query.shape[-1]) if query is not None and query.dim() == 2 else None
-    for name in ('s50', 'st50', 'st101', 'lite', 'lite_effnet'):
+    for name in ('s50', 'st50', 'st101', 'lite', 'lite_effnet', 'lite_nano'):
         model = load_variant(name).model
         if (model.backbone, model.score_head, model.hidden_dim) == (backbone, score_head, hidden):
             return name

@@ -7,13 +7,14 @@ the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-BACKBONES = ('resnet18', 'resnet50', 'resnet101', 'efficientnet_lite0')
+BACKBONES = ('resnet18', 'resnet50', 'resnet101', 'efficientnet_lite0', 'nanotrack_v2')  # backbones.BACKBONES
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,12 @@ class TrackerConfig:
     dynamic_template: bool
     update_threshold: float = 0.5
     update_intervals: Mapping[str, int] = field(default_factory=lambda: {'default': 200})
+    # Ours, not the original's (0 = off, which keeps S50/ST50/ST101 bit-exact): weight of a Hann-window
+    # motion prior on the corner heat maps (CornerHead.set_window).
+    corner_window: float = 0.0
+    # What backend 'auto' runs on a CPU in fp32 (ours): 'onnxruntime' where it is measured faster
+    # for the variant; 'pytorch' keeps the original's bits.
+    cpu_backend: str = 'pytorch'
 
     def __post_init__(self) -> None:
         for name in ('template_size', 'search_size'):
@@ -71,6 +78,10 @@ class TrackerConfig:
         for name in ('template_factor', 'search_factor'):
             if getattr(self, name) <= 0:
                 raise ConfigError(f'tracker.{name} must be positive')
+        if not (math.isfinite(self.corner_window) and self.corner_window >= 0):
+            raise ConfigError(f'tracker.corner_window must be a finite number >= 0, got {self.corner_window!r}')
+        if self.cpu_backend not in ('pytorch', 'onnxruntime'):
+            raise ConfigError(f'tracker.cpu_backend: {self.cpu_backend!r} is not one of pytorch, onnxruntime')
         if 'default' not in self.update_intervals:
             raise ConfigError('tracker.update_intervals needs a "default" entry')
         for dataset, interval in self.update_intervals.items():

@@ -28,10 +28,10 @@ from .transformer import fused_attention
 
 OPSET = 17
 # Bumped whenever the exported graphs change, so that cached ONNX files and engines are rebuilt.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: decode also gives the corner maps' logits
 ENCODE_INPUTS = ('images', 'masks')
 TOKEN_NAMES = ('features', 'mask', 'pos')
-DECODE_OUTPUTS = ('boxes', 'confidence')
+DECODE_OUTPUTS = ('boxes', 'confidence', 'corners')
 
 
 class EncodeGraph(nn.Module):
@@ -47,7 +47,8 @@ class EncodeGraph(nn.Module):
 
 
 class DecodeGraph(nn.Module):
-    """network.decode reduced to boxes (B, 4) cxcywh (mean over queries) and confidence (B,)."""
+    """network.decode reduced to boxes (B, 4) cxcywh and corner logits (B, 2, HW) (both mean over
+    queries) and confidence (B,)."""
 
     def __init__(self, network: StarkNetwork) -> None:
         super().__init__()
@@ -55,7 +56,7 @@ class DecodeGraph(nn.Module):
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor):
         output = self.network.decode(Tokens(features, mask > 0.5, pos))
-        return output.boxes.float().mean(dim=1), output.confidence().float()
+        return output.boxes.float().mean(dim=1), output.confidence().float(), output.corner_logits()
 
 
 @dataclass
@@ -127,7 +128,8 @@ def export_onnx(network: StarkNetwork, config: TrackerConfig) -> OnnxModels:
     args = (torch.zeros(length, batch, dim, device=device), torch.zeros(batch, length, device=device),
             torch.zeros(length, batch, dim, device=device))
     dynamic = {'features': {1: 'targets'}, 'mask': {0: 'targets'}, 'pos': {1: 'targets'},
-               'boxes': {0: 'targets'}, 'confidence': {0: 'targets'}}
+               'boxes': {0: 'targets'}, 'confidence': {0: 'targets'},
+               'corners': {0: 'targets'}}
     graphs['decode'] = _export(DecodeGraph(network), args, TOKEN_NAMES, DECODE_OUTPUTS, dynamic)
     network.eval()  # the exporter restores the wrapper's mode; keep the network's eval for certain
     return OnnxModels(graphs)

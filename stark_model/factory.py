@@ -75,7 +75,7 @@ def load_model(checkpoint: str | os.PathLike | None = None, variant: str | os.Pa
 
 def create_tracker(model: LoadedModel, device: str = 'cpu', precision: str = 'fp32',
                    dataset: str = 'default', max_targets: int | None = None,
-                   fast_kernels: bool = False, backend: str = 'pytorch', crops: str = 'auto',
+                   fast_kernels: bool = False, backend: str = 'auto', crops: str = 'auto',
                    cache_dir: str | None = None) -> StarkTracker:
     """A tracker running `model` on `device` at `precision` ('fp32', 'fp16', 'bf16') through
     `backend` (stark_model.backends); fast_kernels trades the original's exact rounding for speed

@@ -75,3 +75,33 @@ class ScoreHead(nn.Module):
         for index, layer in enumerate(self.layers):
             x = layer(x) if index == len(self.layers) - 1 else torch.relu(layer(x))
         return x
+
+
+# The window never goes below this (log floor), so that a corner far from the prior still counts.
+WINDOW_FLOOR = 1e-4
+
+
+def windowed_corners(logits: torch.Tensor, previous: torch.Tensor, stride: int, weight: float) -> torch.Tensor:
+    """Corners from the corner maps under a motion prior (ours, test time): each map's softmax is
+    multiplied by a cosine window centred where that corner was in the previous frame, raised to
+    `weight` (0: the plain soft-argmax of CornerHead). The window is cos^2(pi d / 2S) per axis for
+    a distance d in a crop of side S: 1 at the previous corner, 0.5 at S/2, floored at WINDOW_FLOOR.
+
+    logits (B, 2, HW) top-left and bottom-right logits; previous (B, 4) xyxy of the previous box in
+    crop pixels. Returns xyxy (B, 4) in units of the crop side, as CornerHead."""
+    cells = int(round(math.sqrt(logits.shape[-1])))
+    size = cells * stride
+    coords = torch.arange(cells, dtype=torch.float32, device=logits.device) * stride
+    coord_x, coord_y = coords.repeat(cells), coords.repeat_interleave(cells)
+    corners = []
+    for index in range(2):
+        x0, y0 = previous[:, 2 * index:2 * index + 1], previous[:, 2 * index + 1:2 * index + 2]
+        log_window = _log_cosine(coord_x[None] - x0, size) + _log_cosine(coord_y[None] - y0, size)
+        prob = torch.softmax(logits[:, index].float() + weight * log_window, dim=1)
+        corners += [(prob * coord_x).sum(dim=1), (prob * coord_y).sum(dim=1)]
+    return torch.stack(corners, dim=1) / size
+
+
+def _log_cosine(distance: torch.Tensor, size: int) -> torch.Tensor:
+    window = torch.cos(math.pi * distance.clamp(-size, size) / (2 * size)) ** 2
+    return window.clamp_min(WINDOW_FLOOR).log()

@@ -65,6 +65,14 @@ class NetworkOutput:
         certainty = corner_certainty(self.score_map_tl, self.score_map_br)
         return certainty.view(self.boxes.shape[0], -1).mean(dim=1)
 
+    def corner_logits(self) -> torch.Tensor:
+        """(B, 2, HW) float32: both corner maps' logits per target (top-left, bottom-right), averaged
+        over its queries."""
+        targets = self.boxes.shape[0]
+        maps = [m.float().reshape(targets, -1, m.shape[-2] * m.shape[-1]).mean(dim=1)
+                for m in (self.score_map_tl, self.score_map_br)]
+        return torch.stack(maps, dim=1)
+
 
 class StarkNetwork(nn.Module):
     """STARK-S (no score head) or STARK-ST (score head) for a given ModelConfig."""

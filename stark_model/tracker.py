@@ -26,9 +26,11 @@ import torch
 
 from .backends import BackendError, create_backend
 from .backends.base import PRECISIONS
-from .box_ops import Box, clip_box, map_box_back, validate_box
+from .backbone import STRIDE
+from .box_ops import Box, clip_box, map_box_back, validate_box, xyxy_to_cxcywh
 from .config import TrackerConfig
 from .gpu_crop import crop_squares, upload_frame
+from .heads import windowed_corners
 from .network import StarkNetwork, Tokens
 from .preprocessing import Normalizer, crop_square
 from .transformer import fused_attention
@@ -104,7 +106,7 @@ class StarkTracker:
 
     def __init__(self, network: StarkNetwork, config: TrackerConfig, device: str | torch.device = 'cpu',
                  precision: str = 'fp32', dataset: str = 'default', max_targets: int | None = None,
-                 fast_kernels: bool = False, backend: str = 'pytorch', crops: str = 'auto',
+                 fast_kernels: bool = False, backend: str = 'auto', crops: str = 'auto',
                  cache_dir: str | None = None) -> None:
         """fast_kernels: channels-last crops and fused attention, faster on some hardware but
         rounded differently from the original; off, the fp32 CPU path computes the original's bits.
@@ -231,6 +233,8 @@ class StarkTracker:
             # One small copy back per frame (boxes and scores together); it waits for the device.
             results = self.backend.decode(Tokens.concat(slots + [search])).packed().cpu()
         boxes, scores = results[:, :4], results[:, 4].tolist()
+        if cfg.corner_window:
+            boxes = self._windowed_boxes(results[:, 5:], targets, factors)
         inferred = time.perf_counter()
 
         height, width = image.shape[:2]
@@ -255,6 +259,17 @@ class StarkTracker:
                                       (time.perf_counter() - inferred) * 1000)
         return {tid: TargetResult(tid, t.box, t.score, t.frames_tracked, template_updated=i in due)
                 for i, (tid, t) in enumerate(zip(ids, targets))}
+
+    def _windowed_boxes(self, corner_logits: torch.Tensor, targets: list[_Target], factors: list[float]
+                        ) -> torch.Tensor:
+        """Normalised cxcywh boxes from the corner maps under the motion prior (config.corner_window),
+        centred on each target's previous corners: its box sits centred in the search crop."""
+        size = self.config.search_size
+        previous = torch.tensor([[size / 2 - t.box[2] * f / 2, size / 2 - t.box[3] * f / 2,
+                                  size / 2 + t.box[2] * f / 2, size / 2 + t.box[3] * f / 2]
+                                 for t, f in zip(targets, factors)], dtype=torch.float32)
+        logits = corner_logits.view(len(targets), 2, -1)
+        return xyxy_to_cxcywh(windowed_corners(logits, previous, STRIDE, self.config.corner_window))
 
     def _update_templates(self, image: np.ndarray, frame: torch.Tensor | None, targets: list[_Target]) -> None:
         """Replace the dynamic template of each target by a crop of this frame at its new box."""

@@ -17,7 +17,7 @@ from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from stark_model.backends import BACKENDS
+from stark_model.backends import BACKEND_CHOICES
 from stark_model.tracker import PRECISIONS
 
 # Dynamic-template update profiles named in the variant configs (config/models/*.yaml); a variant
@@ -66,7 +66,7 @@ SPECS = {spec.name: spec for spec in (
     ParameterSpec('model.checkpoint', '', 'STARK checkpoint: an official .pth.tar or one trained with '
                   'stark_training; empty: the default model shipped in stark_model (docs/MODEL_CARD.md). '
                   'Changing it at run time reloads the model and drops all targets.', runtime=True),
-    ParameterSpec('model.variant', '', 'Variant name (s50, st50, st101, lite, lite_effnet) or YAML path; '
+    ParameterSpec('model.variant', '', 'Variant name (s50, st50, st101, lite, lite_effnet, lite_nano) or YAML path; '
                   'empty: the one embedded in the checkpoint, else inferred from its weights.', runtime=True),
     ParameterSpec('model.checkpoint_sha256', '', 'Expected sha256 of the checkpoint file (64 hex digits); '
                   'a file with another digest is refused. Empty: not checked.', runtime=True,
@@ -75,7 +75,8 @@ SPECS = {spec.name: spec for spec in (
                   pattern=DEVICE_PATTERN, pattern_text='one of auto, cpu, cuda, cuda:N'),
     ParameterSpec('model.precision', 'fp32', 'fp32, or fp16/bf16 autocast (fp16 on CUDA only).', runtime=True,
                   choices=tuple(PRECISIONS)),
-    ParameterSpec('model.backend', 'pytorch', 'Inference backend.', runtime=True, choices=BACKENDS),
+    ParameterSpec('model.backend', 'auto', 'Inference backend; auto: the variant\'s fastest CPU backend '
+                  '(ONNX Runtime for the default model), else pytorch.', runtime=True, choices=BACKEND_CHOICES),
     ParameterSpec('model.cpu_threads', 0, 'PyTorch CPU threads of the inference thread; 0: PyTorch\'s default '
                   '(one per core).',
                   runtime=True, minimum=0, maximum=1024),

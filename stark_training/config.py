@@ -96,7 +96,7 @@ class ModelSection:
     """MODEL: the variant (name or YAML path) and where the starting weights come from."""
 
     variant: str = 'st50'
-    pretrained_backbone: str | None = None  # torchvision-layout ImageNet ResNet file (local)
+    pretrained_backbone: str | None = None  # local file: torchvision ImageNet ResNet, or NanoTrack v2's backbone .onnx
     from_scratch: bool = False               # random backbone; only when asked
     stage1_checkpoint: str | None = None     # stage 2 starts here
     init_checkpoint: str | None = None       # stage 1 (ours): start from these weights, e.g. to fine-tune

@@ -44,6 +44,9 @@ class ProcessingSettings:
     crop_flip_prob: float = 0.5
     max_gap: int = 200
     pos_prob: float = 0.5
+    # Ours: share of stage-2 negatives taken from the positive's own search frame, centred on a
+    # nearby patch (background, another object, a look-alike) with the target out of the crop.
+    hard_negative_prob: float = 0.0
     min_sequence_length: int = 20
     feature_stride: int = 16
     max_attempts: int = 100
@@ -58,7 +61,7 @@ class ProcessingSettings:
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f'processing setting {item.name}: {value!r} must be finite and >= 0')
             object.__setattr__(self, item.name, expected(value))
-        for name in ('grayscale_prob', 'joint_flip_prob', 'crop_flip_prob', 'pos_prob'):
+        for name in ('grayscale_prob', 'joint_flip_prob', 'crop_flip_prob', 'pos_prob', 'hard_negative_prob'):
             if getattr(self, name) > 1:
                 raise ValueError(f'processing setting {name}: {getattr(self, name)} is not a probability')
         for name in ('template_size', 'search_size', 'feature_stride', 'max_gap', 'max_attempts',

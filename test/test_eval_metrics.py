@@ -247,3 +247,17 @@ def test_pytracking_protocol_matches_starks_analysis_formulas() -> None:
     np.testing.assert_allclose(summary.success_curve, success, atol=1e-6)
     assert summary.precision == pytest.approx(precision[20], abs=1e-6)
     assert summary.normalized_precision == pytest.approx(norm[20], abs=1e-6)
+
+
+def test_score_separation_is_the_roc_auc_of_on_versus_off_target_frames():
+    from stark_training.evaluation.metrics import score_separation
+
+    ious = np.array([0.9, 0.8, 0.7, 0.05, 0.0, 0.3])  # 0.3 is in neither group
+    assert score_separation([0.9, 0.8, 0.7, 0.2, 0.1, 0.0], ious) == 1.0
+    assert score_separation([0.1, 0.2, 0.3, 0.8, 0.9, 0.5], ious) == 0.0
+    assert score_separation([0.5] * 6, ious) == 0.5  # ties count half
+    # One swapped pair of 3 x 2: 5 of 6 pairs ordered.
+    assert score_separation([0.9, 0.8, 0.3, 0.4, 0.1, 0.0], ious) == pytest.approx(5 / 6)
+    assert np.isnan(score_separation([0.5, 0.5], [0.9, 0.8]))
+    with pytest.raises(MetricsError):
+        score_separation([0.5], [0.9, 0.8])

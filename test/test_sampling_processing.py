@@ -13,7 +13,7 @@ from stark_model.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from stark_training.datasets import SequenceDataset, open_dataset
 from stark_training.datasets.synthetic import InMemorySequence, SyntheticDataset
 from stark_training.processing import ProcessingSettings, feature_mask, joint_augment, process_group
-from stark_training.sampling import TrackingPairDataset, causal_ids, trident_ids
+from stark_training.sampling import TrackingPairDataset, causal_ids, nearby_box, trident_ids
 
 SMALL = dict(template_size=64, search_size=128)
 PADDING_VALUE = [(0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
@@ -297,3 +297,56 @@ def test_sampling_dataloader_workers_give_the_in_process_items(synthetic):
     batch = next(iter(loader))
     expected = torch.utils.data.default_collate([data[i] for i in range(4)])
     assert all(torch.equal(batch[k], expected[k]) for k in expected)
+
+
+class RedSquareImages(SequenceDataset):
+    """Still images (is_video False): a red target on grey, placed differently in each."""
+
+    name = 'red-squares'
+    is_video = False
+
+    def __init__(self, count: int = 4):
+        super().__init__()
+        self._names = [f'image-{i}' for i in range(count)]
+
+    def _load(self, index):
+        image = np.full((300, 400, 3), 120, np.uint8)
+        box = np.array([40.0 + 60 * index, 50.0 + 30 * index, 30.0, 24.0])
+        x, y, w, h = box.astype(int)
+        image[y:y + h, x:x + w] = (255, 0, 0)
+        return InMemorySequence(self._names[index], [image], box[None])
+
+
+def _red_pixels(item) -> int:
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    rgb = (item['search_images'] * std + mean) * 255
+    return int(((rgb[0] > 200) & (rgb[1] < 60) & (rgb[2] < 60)).sum())
+
+
+def test_hard_negatives_centre_the_search_crop_off_the_target_in_its_own_frame():
+    plain = dict(SMALL, grayscale_prob=0.0, brightness_jitter=0.0, search_factor=4.0)
+    hard = TrackingPairDataset([RedSquareImages()], [1], 12, ProcessingSettings(
+        pos_prob=0.0, hard_negative_prob=1.0, **plain), stage=2, seed=5)
+    positives = TrackingPairDataset([RedSquareImages()], [1], 12, ProcessingSettings(pos_prob=1.0, **plain),
+                                    stage=2, seed=5)
+    for index in range(12):
+        item = hard[index]
+        assert item['label'] == 0.0
+        assert _red_pixels(item) == 0  # the target is out of the crop: something else is at its centre
+        assert _red_pixels(positives[index]) > 50
+
+
+@given(x=st.floats(0, 380), y=st.floats(0, 280), w=st.floats(1, 200), h=st.floats(1, 200),
+       factor=st.floats(1.5, 6.0), seed=st.integers(0, 10_000))
+@settings(max_examples=200, deadline=None)
+def test_nearby_box_leaves_the_target_out_of_its_crop_and_keeps_its_centre_in_the_image(x, y, w, h, factor, seed):
+    moved = nearby_box(np.array([x, y, w, h]), 400, 300, factor, np.random.default_rng(seed))
+    if moved is None:
+        event('no place found')
+        return
+    crop = factor * np.sqrt(w * h)
+    cx, cy = moved[0] + w / 2, moved[1] + h / 2
+    assert 0 <= cx < 400 and 0 <= cy < 300 and moved[2] == w and moved[3] == h
+    outside_x = x >= cx + crop / 2 or x + w <= cx - crop / 2
+    outside_y = y >= cy + crop / 2 or y + h <= cy - crop / 2
+    assert outside_x or outside_y

@@ -24,21 +24,25 @@ class BackendError(ValueError):
 
 @dataclass
 class Prediction:
-    """Per target: box (B, 4) float32 normalised cxcywh in the search crop (mean over queries) and
-    confidence (B,) float32 in [0, 1]."""
+    """Per target: box (B, 4) float32 normalised cxcywh in the search crop (mean over queries),
+    confidence (B,) float32 in [0, 1], and the corner maps' logits (B, 2, HW) float32 (top-left,
+    bottom-right; mean over queries), which a test-time motion prior re-weights (tracker)."""
 
     boxes: torch.Tensor
     confidence: torch.Tensor
+    corner_logits: torch.Tensor
 
     def packed(self) -> torch.Tensor:
-        """(B, 5) float32: box then confidence, so that one copy brings a frame's results back."""
-        return torch.cat((self.boxes.float(), self.confidence.float()[:, None]), dim=1)
+        """(B, 5 + 2 HW) float32: box, confidence, corner logits, so that one copy brings a frame's
+        results back."""
+        return torch.cat((self.boxes.float(), self.confidence.float()[:, None],
+                          self.corner_logits.float().flatten(1)), dim=1)
 
 
 def predict(network: StarkNetwork, tokens: Tokens) -> Prediction:
     """The network's decode reduced to what the tracker reads (boxes averaged over queries)."""
     output = network.decode(tokens)
-    return Prediction(output.boxes.float().mean(dim=1), output.confidence().float())
+    return Prediction(output.boxes.float().mean(dim=1), output.confidence().float(), output.corner_logits())
 
 
 class Backend(ABC):

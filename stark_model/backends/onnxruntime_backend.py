@@ -67,8 +67,8 @@ class OnnxRuntimeBackend(Backend):
 
     def decode(self, tokens: Tokens) -> Prediction:
         inputs = dict(zip(TOKEN_NAMES, (self._to_numpy(t) for t in (tokens.features, tokens.mask, tokens.pos))))
-        boxes, confidence = self.sessions['decode'].run(None, inputs)
-        return Prediction(self._to_torch(boxes), self._to_torch(confidence))
+        boxes, confidence, corners = self.sessions['decode'].run(None, inputs)
+        return Prediction(self._to_torch(boxes), self._to_torch(confidence), self._to_torch(corners))
 
     def describe(self) -> str:
         return f'onnxruntime {_ort().__version__} ({self.providers[0]}, fp32)'

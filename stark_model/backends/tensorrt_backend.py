@@ -165,4 +165,4 @@ class TensorRTBackend(Backend):
     def decode(self, tokens: Tokens) -> Prediction:
         self._check_count(tokens.mask.shape[0])
         out = self.engines['decode'](**dict(zip(TOKEN_NAMES, (tokens.features, tokens.mask.float(), tokens.pos))))
-        return Prediction(out['boxes'], out['confidence'])
+        return Prediction(out['boxes'], out['confidence'], out['corners'])

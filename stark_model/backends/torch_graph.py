@@ -103,7 +103,7 @@ class PyTorchGraphBackend(PyTorchBackend):
                    ) -> tuple[torch.Tensor, ...]:
         with self.autocast(), fused_attention(self.fast_kernels):
             prediction = predict(self.network, Tokens(features, mask, pos))
-        return prediction.boxes, prediction.confidence
+        return prediction.boxes, prediction.confidence, prediction.corner_logits
 
     def _runner(self, kind: str, bucket: int, inputs: tuple[torch.Tensor, ...]) -> Runner:
         key = (kind if kind == 'decode' else f'{kind}{inputs[0].shape[-1]}', bucket)
@@ -129,8 +129,8 @@ class PyTorchGraphBackend(PyTorchBackend):
         return Tokens(features[:, :count].clone(), mask[:count].clone(), pos[:, :count].clone())
 
     def decode(self, tokens: Tokens) -> Prediction:
-        (boxes, confidence), count = self._run('decode', (tokens.features, tokens.mask, tokens.pos), (1, 0, 1))
-        return Prediction(boxes[:count].clone(), confidence[:count].clone())
+        outputs, count = self._run('decode', (tokens.features, tokens.mask, tokens.pos), (1, 0, 1))
+        return Prediction(*(output[:count].clone() for output in outputs))
 
     def prepare(self, config: TrackerConfig) -> None:
         """Capture every bucket's graphs now (CUDA only: on the CPU nothing is captured, and running

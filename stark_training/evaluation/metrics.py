@@ -345,3 +345,29 @@ def attribute_breakdown(results: Sequence[SequenceResult]) -> dict[str, Summary]
         for name in sequence_attribute_names(result.attributes):
             groups.setdefault(name, []).append(result)
     return {name: summarize(group) for name, group in sorted(groups.items())}
+
+
+def score_separation(scores: Any, ious: Any, high: float = 0.5, low: float = 0.1) -> float:
+    """How well a tracker's confidence tells frames on the target (IoU > high) from frames off it
+    (IoU < low): the ROC AUC of the score between the two groups (1 = every on-target frame scores
+    above every off-target frame, 0.5 = chance; ties count half). NaN when a group is empty."""
+    scores, ious = np.asarray(scores, np.float64), np.asarray(ious, np.float64)
+    if scores.shape != ious.shape:
+        raise MetricsError(f'{scores.shape[0]} scores for {ious.shape[0]} IoUs')
+    positive, negative = scores[ious > high], scores[ious < low]
+    if not len(positive) or not len(negative):
+        return float('nan')
+    ranks = _average_ranks(np.concatenate([positive, negative]))
+    wins = ranks[:len(positive)].sum() - len(positive) * (len(positive) + 1) / 2  # Mann-Whitney U
+    return float(wins / (len(positive) * len(negative)))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, tied values sharing their mean rank."""
+    order = np.argsort(values, kind='mergesort')
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    unique, inverse = np.unique(values, return_inverse=True)
+    sums = np.bincount(inverse, weights=ranks)
+    counts = np.bincount(inverse)
+    return (sums / counts)[inverse]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import FrozenBatchNorm2d
+from .frozen_norm import FrozenBatchNorm2d
 
 BN_EPS = 1e-3
 # One row per stage: (repeats, kernel, stride, expand ratio, input channels, output channels).
@@ -123,7 +123,7 @@ def imagenet_weights_path() -> Path:
 def load_imagenet_weights(body: EfficientNetLite0, path: str | os.PathLike | None = None) -> None:
     """Fill `body` from the package's ImageNet weights (read with the safe loader); the parts the
     body lacks (blocks past stride 16, head, classifier) are skipped by name, every other key must fit."""
-    from .checkpoint import load_weights, read_checkpoint
+    from ..checkpoint import load_weights, read_checkpoint
 
     path = Path(path) if path is not None else imagenet_weights_path()
     state = read_checkpoint(path).state_dict
