@@ -38,7 +38,8 @@ setup(
     package_dir={'stark_model.model_configs': 'config/models'},
     package_data={'stark_model.model_configs': ['*.yaml'], 'stark_training.datasets': ['*.txt'],
                   # The default model (docs/MODEL_CARD.md): its weights and their checksum.
-                  'stark_model': ['default_model/*.pth.tar', 'default_model/SHA256SUMS']},
+                  'stark_model': ['default_model/*.pth.tar', 'default_model/SHA256SUMS', 'default_model/NOTICE',
+                                  'default_model/LICENSE']},
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={

@@ -19,7 +19,7 @@ from stark_model.config import ConfigError, load_variant
 from stark_model.factory import DEFAULT_MODEL_DIR, DEFAULT_MODEL_FILE, load_model
 
 
-def ship(checkpoint: Path, variant: str = 'lite_effnet', folder: Path = DEFAULT_MODEL_DIR,
+def ship(checkpoint: Path, variant: str = 'lite_nano', folder: Path = DEFAULT_MODEL_DIR,
          name: str = DEFAULT_MODEL_FILE) -> Path:
     """Write `checkpoint`'s weights with `variant`'s current config to folder/name and its SHA256SUMS."""
     config = load_variant(variant)
@@ -35,7 +35,7 @@ def ship(checkpoint: Path, variant: str = 'lite_effnet', folder: Path = DEFAULT_
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m stark_training.ship_model', description=__doc__.splitlines()[0])
     parser.add_argument('checkpoint', type=Path, help='the trained checkpoint (stage 2)')
-    parser.add_argument('--variant', default='lite_effnet', help='variant name or YAML (default: lite_effnet)')
+    parser.add_argument('--variant', default='lite_nano', help='variant name or YAML (default: lite_nano)')
     args = parser.parse_args(argv)
     try:
         path = ship(args.checkpoint, args.variant)

@@ -24,7 +24,6 @@ from hostile_files import bomb_goes_off, write_torchscript_bomb
 from training_fixtures import REPO_ROOT, training_config, write_config
 
 STAGE1 = REPO_ROOT / 'config' / 'training' / 'default_model_st1.yaml'
-STAGE1_DISTRACTORS = REPO_ROOT / 'config' / 'training' / 'default_model_st1_distractors.yaml'
 STAGE2 = REPO_ROOT / 'config' / 'training' / 'default_model_st2.yaml'
 
 
@@ -55,21 +54,22 @@ def _dataset_entries(config: Path) -> dict[str, dict]:
 
 
 def test_shipped_configs_chain_together_and_keep_the_evaluation_material_out():
-    first, second, third = (load_training_config(path) for path in (STAGE1, STAGE1_DISTRACTORS, STAGE2))
-    assert (first.train.stage, second.train.stage, third.train.stage) == (1, 1, 2)
-    assert {config.variant().variant for config in (first, second, third)} == {'lite_effnet'}
-    assert all(config.data.feature_cache.chunks > 0 for config in (first, second, third))
-    assert Path(second.model.init_checkpoint).parts[-3:] == \
+    first, second = (load_training_config(path) for path in (STAGE1, STAGE2))
+    assert (first.train.stage, second.train.stage) == (1, 2)
+    assert {config.variant().variant for config in (first, second)} == {'lite_nano'}
+    assert all(config.data.feature_cache.chunks > 0 for config in (first, second))
+    assert Path(first.model.pretrained_backbone).name == 'nanotrack_backbone_sim.onnx'
+    assert Path(second.model.stage1_checkpoint).parts[-3:] == \
         ('st1', 'checkpoints', f'STARKST_ep{first.train.epoch:04d}.pth.tar')
-    assert Path(third.model.stage1_checkpoint).parts[-3:] == \
-        ('st1_distractors', 'checkpoints', f'STARKST_ep{second.train.epoch:04d}.pth.tar')
-    for config in (STAGE1, STAGE1_DISTRACTORS, STAGE2):
+    for config in (STAGE1, STAGE2):
         entries = _dataset_entries(config)
         assert not set(HELD_OUT_DAVIS) & set(entries['davis']['options']['videos'])
         assert len(entries['davis']['options']['videos']) + len(HELD_OUT_DAVIS) == 20
         assert not set(EVAL_PHOTOS) & set(entries['photos']['options']['photos'])
-    assert _dataset_entries(STAGE1_DISTRACTORS) == _dataset_entries(STAGE2)  # stage 2 sees what stage 1 ended on
-    assert _dataset_entries(STAGE1_DISTRACTORS)['photos']['options']['distractors'] > 0
+        assert entries['photos']['options']['distractors'] > 0
+        # Validation footage (otb_val) and benchmark sequences are never training material.
+        assert not any('otb' in str(entry['root']).lower() for entry in entries.values())
+    assert second.data.processing['hard_negative_prob'] > 0
 
 
 @pytest.mark.parametrize('section, values, message', [
