@@ -193,8 +193,8 @@ def _gathered_crop(visible: np.ndarray, rows: tuple[int, int], columns: tuple[in
         term >>= 16
         image += term
     image >>= 2
-    mask = (_padded(linear_taps(side, output_size, columns=False, uint8=False), rows)[:, None]
-            | _padded(linear_taps(side, output_size, columns=True, uint8=False), columns)[None, :])
+    mask = (padded_lines(linear_taps(side, output_size, columns=False, uint8=False), rows)[:, None]
+            | padded_lines(linear_taps(side, output_size, columns=True, uint8=False), columns)[None, :])
     return Crop(image.astype(np.uint8).reshape((output_size, output_size) + visible.shape[2:]), mask,
                 output_size / side)
 
@@ -220,8 +220,8 @@ def _gather(visible: np.ndarray, source_rows: np.ndarray, source_columns: np.nda
     return patch
 
 
-def _padded(taps: LinearTaps, visible: tuple[int, int]) -> np.ndarray:
-    """Per output line, whether a tap with a non-zero float weight reads padding: the original's
+def padded_lines(taps: LinearTaps, visible: tuple[int, int]) -> np.ndarray:
+    """Per output line (float64 taps, linear_taps(..., uint8=False)), whether a tap with a non-zero float weight reads padding: the original's
     float64 mask resize is then non-zero there, and only there (its values are sums of
     non-negative products, none small enough to underflow)."""
     def outside(line: np.ndarray) -> np.ndarray:
