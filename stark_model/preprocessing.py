@@ -179,16 +179,17 @@ def _gathered_crop(visible: np.ndarray, rows: tuple[int, int], columns: tuple[in
     column_taps = linear_taps(side, output_size, columns=True, uint8=True)
     source_rows, row_index = np.unique(np.concatenate((row_taps.first, row_taps.second)), return_inverse=True)
     # Horizontal pass on the rows the vertical one reads: sum of pixel * weight, then >> 4.
-    horizontal = np.zeros((len(source_rows), output_size * channels), np.int32)
-    for taps, weights in zip((column_taps.first, column_taps.second), column_taps.fixed_point_weights().T):
-        tap = _gather(visible, source_rows, taps, rows, columns).astype(np.int32)
-        tap *= np.repeat(weights, channels)
-        horizontal += tap
+    horizontal, term = (np.multiply(_gather(visible, source_rows, taps, rows, columns),
+                                    np.repeat(weights, channels), dtype=np.int32)
+                        for taps, weights in zip((column_taps.first, column_taps.second),
+                                                 column_taps.fixed_point_weights().T))
+    horizontal += term
     horizontal >>= 4
     # Vertical pass: each row weight times the horizontal value >> 16, then (sum + 2) >> 2.
     image = np.full((output_size, output_size * channels), 2, np.int32)
+    term = np.empty_like(image)
     for index, weights in zip((row_index[:output_size], row_index[output_size:]), row_taps.fixed_point_weights().T):
-        term = horizontal[index]
+        np.take(horizontal, index, axis=0, out=term)
         term *= weights[:, None]
         term >>= 16
         image += term
