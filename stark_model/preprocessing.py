@@ -173,17 +173,18 @@ def _gathered_crop(visible: np.ndarray, rows: tuple[int, int], columns: tuple[in
     """The original's crop without building its square: the resize reads at most two source rows
     and columns per output pixel, so only those are gathered (from the image or the zero padding)
     and combined with OpenCV's fixed-point arithmetic; the mask follows from the taps alone.
-    Memory: a few arrays of 2 * output_size rows of output_size pixels (int32), whatever the side."""
+    Memory, whatever the side: the (at most 2 * output_size) image rows read, and a few int32
+    arrays of that many rows of output_size pixels."""
     channels = visible.shape[2] if visible.ndim == 3 else 1
     row_taps = linear_taps(side, output_size, columns=False, uint8=True)
     column_taps = linear_taps(side, output_size, columns=True, uint8=True)
     source_rows, row_index = np.unique(np.concatenate((row_taps.first, row_taps.second)), return_inverse=True)
     # Horizontal pass on the rows the vertical one reads: sum of pixel * weight, then >> 4.
-    horizontal, term = (np.multiply(_gather(visible, source_rows, taps, rows, columns),
-                                    np.repeat(weights, channels), dtype=np.int32)
-                        for taps, weights in zip((column_taps.first, column_taps.second),
-                                                 column_taps.fixed_point_weights().T))
-    horizontal += term
+    column_weights = np.repeat(column_taps.fixed_point_weights(), channels, axis=0)  # per channel
+    horizontal = np.multiply(_gather(visible, source_rows, column_taps.first, rows, columns),
+                             column_weights[:, 0], dtype=np.int32)
+    horizontal += np.multiply(_gather(visible, source_rows, column_taps.second, rows, columns),
+                              column_weights[:, 1], dtype=np.int32)
     horizontal >>= 4
     # Vertical pass: each row weight times the horizontal value >> 16, then (sum + 2) >> 2.
     image = np.full((output_size, output_size * channels), 2, np.int32)
@@ -194,6 +195,8 @@ def _gathered_crop(visible: np.ndarray, rows: tuple[int, int], columns: tuple[in
         term >>= 16
         image += term
     image >>= 2
+    # The float64 mask resize is separable with positive weights: an output pixel is padding when
+    # its row or its column reads padding.
     mask = (padded_lines(linear_taps(side, output_size, columns=False, uint8=False), rows)[:, None]
             | padded_lines(linear_taps(side, output_size, columns=True, uint8=False), columns)[None, :])
     return Crop(image.astype(np.uint8).reshape((output_size, output_size) + visible.shape[2:]), mask,
@@ -222,9 +225,10 @@ def _gather(visible: np.ndarray, source_rows: np.ndarray, source_columns: np.nda
 
 
 def padded_lines(taps: LinearTaps, visible: tuple[int, int]) -> np.ndarray:
-    """Per output line (float64 taps, linear_taps(..., uint8=False)), whether a tap with a non-zero float weight reads padding: the original's
-    float64 mask resize is then non-zero there, and only there (its values are sums of
-    non-negative products, none small enough to underflow)."""
+    """Per output line of the float64 taps (linear_taps(..., uint8=False)), whether a tap with a
+    non-zero weight reads padding (outside [visible[0], visible[1])): the original's float64 mask
+    resize is non-zero there, and only there (its values are sums of non-negative products, none
+    small enough to underflow)."""
     def outside(line: np.ndarray) -> np.ndarray:
         return (line < visible[0]) | (line >= visible[1])
 
