@@ -9,6 +9,7 @@ so a crop's cost is bounded by the image and output sizes whatever the box.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -125,6 +126,7 @@ class LinearTaps:
         return np.rint(weights).astype(np.int32)
 
 
+@functools.lru_cache(maxsize=16)  # a crop asks for the same positions four times (rows, columns; uint8, mask)
 def sample_positions(source: int, output: int) -> np.ndarray:
     """OpenCV's bilinear sample position of each output pixel in source pixels (centre to centre):
     (d + 0.5) * (source / output) - 0.5 with one rounding, as a fused multiply-add computes it
@@ -139,7 +141,9 @@ def sample_positions(source: int, output: int) -> np.ndarray:
     scale_high, scale_low = _split(np.float64(scale))
     error = (((centres_high * scale_high - product) + centres_high * scale_low + centres_low * scale_high)
              + centres_low * scale_low)
-    return np.array([math.fsum((p, e, -0.5)) for p, e in zip(product.tolist(), error.tolist())])
+    positions = np.array([math.fsum((p, e, -0.5)) for p, e in zip(product.tolist(), error.tolist())])
+    positions.flags.writeable = False  # shared through the cache
+    return positions
 
 
 def _split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
