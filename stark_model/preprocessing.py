@@ -9,6 +9,7 @@ so a crop's cost is bounded by the image and output sizes whatever the box.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -57,22 +58,18 @@ def crop_padding(window: tuple[int, int, int], image_width: int, image_height: i
             max(top + side - image_height + 1, 0))
 
 
-# A padded square of up to 2048^2 pixels, or up to 4 times the image's area (at most 4096^2), is
-# built and resized exactly as the original does, at 11 bytes per pixel (image and float mask):
-# 46 MB, up to 185 MB for frames of 4 Mpx and more. Beyond, only the visible part is sampled
-# (_sampled_crop), so memory never grows with the box: a 3000 px box at factor 5 would need a
-# 15000 px square (2.5 GB) the original's way.
-EXACT_CROP_PIXELS = 2048 * 2048
-EXACT_CROP_IMAGE_MULTIPLE = 4
-EXACT_CROP_MAX_PIXELS = 4096 * 4096
+# Squares up to this many pixels are padded and resized the original's way (cv2.copyMakeBorder,
+# cv2.resize of the image and of a float64 mask: 11 bytes per pixel, 11.5 MB here), the fastest
+# for them. Larger ones take _gathered_crop, the same arithmetic on only the source rows and
+# columns the resize reads, whose cost depends on the output size alone.
+DIRECT_CROP_PIXELS = 1024 * 1024
 
 
 def crop_square(image: np.ndarray, box: Sequence[float], factor: float, output_size: int) -> Crop:
     """Crop a square of side ceil(sqrt(w*h)*factor) centred on the xywh `box`, resized to output_size.
 
-    Time and memory are bounded by the image and output sizes whatever the box: squares far larger
-    than the image are sampled on their visible part only (equal to the full resize up to the
-    rounding of the interpolation; the mask too, up to the original's float rounding noise).
+    Byte for byte the original's crop (cv2.copyMakeBorder + cv2.resize, mask included) for every
+    square, at a cost bounded by the output size: squares above DIRECT_CROP_PIXELS are never built.
     """
     if not all(math.isfinite(v) for v in box):
         raise ValueError(f'box {tuple(box)} has a non-finite value')
@@ -86,19 +83,13 @@ def crop_square(image: np.ndarray, box: Sequence[float], factor: float, output_s
     inside_y = (y1 + pad_top, y1 + side - pad_bottom)
     if inside_x[0] >= inside_x[1] or inside_y[0] >= inside_y[1]:
         # The square misses the image (the original would fail here): all padding.
-        return Crop(np.zeros((output_size, output_size, 3), np.uint8),
+        return Crop(np.zeros((output_size, output_size) + image.shape[2:], np.uint8),
                     np.ones((output_size, output_size), bool), output_size / side)
     visible = image[inside_y[0]:inside_y[1], inside_x[0]:inside_x[1]]
     rows, columns = (pad_top, side - pad_bottom), (pad_left, side - pad_right)
-    if side * side <= exact_crop_limit(width, height):
+    if side * side <= DIRECT_CROP_PIXELS:
         return _resized_crop(visible, rows, columns, side, output_size)
-    return _sampled_crop(visible, rows, columns, side, output_size)
-
-
-def exact_crop_limit(image_width: int, image_height: int) -> int:
-    """The most pixels a padded square may have for crop_square to cut it the original's way."""
-    return max(EXACT_CROP_PIXELS, min(EXACT_CROP_IMAGE_MULTIPLE * image_width * image_height,
-                                      EXACT_CROP_MAX_PIXELS))
+    return _gathered_crop(visible, rows, columns, side, output_size)
 
 
 def _resized_crop(visible: np.ndarray, rows: tuple[int, int], columns: tuple[int, int], side: int,
@@ -116,40 +107,136 @@ def _resized_crop(visible: np.ndarray, rows: tuple[int, int], columns: tuple[int
     return Crop(resized, resized_mask, output_size / side)
 
 
-def _sample_positions(side: int, output_size: int, visible: tuple[int, int]
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Bilinear resize's sample position of each output line in the padded square, clamped to it
-    (OpenCV's rule: centre to centre), and whether a tap with non-zero weight falls in padding."""
-    positions = np.clip((np.arange(output_size) + 0.5) * (side / output_size) - 0.5, 0, side - 1)
-    first = np.floor(positions)
-    has_second = positions > first
+# OpenCV's bilinear resize of uint8 weighs taps with 11-bit fixed-point integers.
+_WEIGHT_ONE = 2048
 
+
+@dataclass
+class LinearTaps:
+    """cv2.resize INTER_LINEAR along one axis: per output pixel the two source pixels it reads
+    (`first`, `second`) and the fractional position between them (the second's weight)."""
+
+    first: np.ndarray
+    second: np.ndarray
+    fraction: np.ndarray
+
+    def fixed_point_weights(self) -> np.ndarray:
+        """(output, 2) int32 weights of the uint8 resize (saturate_cast<short> rounds half to even)."""
+        weights = np.stack((np.float32(1) - self.fraction, self.fraction), axis=1) * np.float32(_WEIGHT_ONE)
+        return np.rint(weights).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=16)  # a crop asks for the same positions four times (rows, columns; uint8, mask)
+def sample_positions(source: int, output: int) -> np.ndarray:
+    """OpenCV's bilinear sample position of each output pixel in source pixels (centre to centre):
+    (d + 0.5) * (source / output) - 0.5 with one rounding, as a fused multiply-add computes it
+    (measured against cv2.resize of float64 images, where a position a hair off a whole pixel
+    decides whether the pixel before it gets a weight)."""
+    scale = source / output
+    centres = np.arange(output) + 0.5
+    product = centres * scale
+    # The product's rounding error, exactly (Dekker's split; no fma in numpy), so that fsum can
+    # round centre * scale - 0.5 once.
+    centres_high, centres_low = _split(centres)
+    scale_high, scale_low = _split(np.float64(scale))
+    error = (((centres_high * scale_high - product) + centres_high * scale_low + centres_low * scale_high)
+             + centres_low * scale_low)
+    positions = np.array([math.fsum((p, e, -0.5)) for p, e in zip(product.tolist(), error.tolist())])
+    positions.flags.writeable = False  # shared through the cache
+    return positions
+
+
+def _split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x as high + low, each with at most 26 significant bits, so their products are exact."""
+    t = 134217729.0 * x  # 2**27 + 1
+    high = t - (t - x)
+    return high, x - high
+
+
+def linear_taps(source: int, output: int, columns: bool, uint8: bool) -> LinearTaps:
+    """OpenCV's INTER_LINEAR taps along one axis (measured against cv2.resize in the tests).
+
+    uint8 images round the sample position to float32 before its floor and fraction are taken,
+    float64 images (the mask) keep the double. Columns and rows differ at the edges: a column
+    position outside the image moves onto the edge pixel with weight 1, while a row keeps its
+    unclamped weights on the clamped rows (fixed-point weights may then sum to 2047 or 2049).
+    """
+    position = sample_positions(source, output)
+    if uint8:
+        position = position.astype(np.float32)
+    floor = np.floor(position)
+    fraction = position - floor
+    first = floor.astype(np.int64)
+    if columns:
+        fraction[(first < 0) | (first >= source - 1)] = 0
+    return LinearTaps(np.clip(first, 0, source - 1), np.clip(first + 1, 0, source - 1), fraction)
+
+
+def _gathered_crop(visible: np.ndarray, rows: tuple[int, int], columns: tuple[int, int], side: int,
+                   output_size: int) -> Crop:
+    """The original's crop without building its square: the resize reads at most two source rows
+    and columns per output pixel, so only those are gathered (from the image or the zero padding)
+    and combined with OpenCV's fixed-point arithmetic; the mask follows from the taps alone.
+    Memory, whatever the side: the (at most 2 * output_size) image rows read, and a few int32
+    arrays of that many rows of output_size pixels."""
+    channels = visible.shape[2] if visible.ndim == 3 else 1
+    row_taps = linear_taps(side, output_size, columns=False, uint8=True)
+    column_taps = linear_taps(side, output_size, columns=True, uint8=True)
+    source_rows, row_index = np.unique(np.concatenate((row_taps.first, row_taps.second)), return_inverse=True)
+    # Horizontal pass on the rows the vertical one reads: sum of pixel * weight, then >> 4.
+    column_weights = np.repeat(column_taps.fixed_point_weights(), channels, axis=0)  # per channel
+    horizontal = np.multiply(_gather(visible, source_rows, column_taps.first, rows, columns),
+                             column_weights[:, 0], dtype=np.int32)
+    horizontal += np.multiply(_gather(visible, source_rows, column_taps.second, rows, columns),
+                              column_weights[:, 1], dtype=np.int32)
+    horizontal >>= 4
+    # Vertical pass: each row weight times the horizontal value >> 16, then (sum + 2) >> 2.
+    image = np.full((output_size, output_size * channels), 2, np.int32)
+    term = np.empty_like(image)
+    for index, weights in zip((row_index[:output_size], row_index[output_size:]), row_taps.fixed_point_weights().T):
+        np.take(horizontal, index, axis=0, out=term)
+        term *= weights[:, None]
+        term >>= 16
+        image += term
+    image >>= 2
+    # The float64 mask resize is separable with positive weights: an output pixel is padding when
+    # its row or its column reads padding.
+    mask = (padded_lines(linear_taps(side, output_size, columns=False, uint8=False), rows)[:, None]
+            | padded_lines(linear_taps(side, output_size, columns=True, uint8=False), columns)[None, :])
+    return Crop(image.astype(np.uint8).reshape((output_size, output_size) + visible.shape[2:]), mask,
+                output_size / side)
+
+
+def _gather(visible: np.ndarray, source_rows: np.ndarray, source_columns: np.ndarray,
+            rows: tuple[int, int], columns: tuple[int, int]) -> np.ndarray:
+    """The padded square's pixels at source_rows x source_columns, as (rows, columns * channels):
+    the visible part (at rows[0], columns[0] of the square) where they fall in it, zero (the
+    original's border value) elsewhere."""
+    row_offsets = np.clip(source_rows - rows[0], 0, visible.shape[0] - 1)
+    column_offsets = np.clip(source_columns - columns[0], 0, visible.shape[1] - 1)
+    # Whole rows first (contiguous copies, at most 2 * output_size of them), then the columns of
+    # their interleaved channels.
+    lines = visible[row_offsets]  # (np.take would first copy a non-contiguous frame whole)
+    channels = lines[0, 0].size
+    lines = lines.reshape(len(source_rows), -1)
+    elements = (column_offsets[:, None] * channels + np.arange(channels)).ravel()
+    patch = np.take(lines, elements, axis=1)
+    patch[(source_rows < rows[0]) | (source_rows >= rows[1])] = 0
+    outside = np.flatnonzero((source_columns < columns[0]) | (source_columns >= columns[1]))
+    if outside.size:
+        patch[:, (outside[:, None] * channels + np.arange(channels)).ravel()] = 0
+    return patch
+
+
+def padded_lines(taps: LinearTaps, visible: tuple[int, int]) -> np.ndarray:
+    """Per output line of the float64 taps (linear_taps(..., uint8=False)), whether a tap with a
+    non-zero weight reads padding (outside [visible[0], visible[1])): the original's float64 mask
+    resize is non-zero there, and only there (its values are sums of non-negative products, none
+    small enough to underflow)."""
     def outside(line: np.ndarray) -> np.ndarray:
         return (line < visible[0]) | (line >= visible[1])
 
-    return positions, outside(first) | (has_second & outside(first + 1))
-
-
-def _sampled_crop(visible: np.ndarray, rows: tuple[int, int], columns: tuple[int, int], side: int,
-                  output_size: int) -> Crop:
-    """A crop of a square far larger than the image, without building the square: each output
-    pixel samples the visible part bilinearly at the position the full resize would (zero outside)."""
-    row_positions, padded_rows = _sample_positions(side, output_size, rows)
-    column_positions, padded_columns = _sample_positions(side, output_size, columns)
-    image = np.zeros((output_size, output_size) + visible.shape[2:], visible.dtype)
-    # Only output lines with a tap on the visible part get any image content.
-    row_span = np.flatnonzero((row_positions > rows[0] - 1) & (row_positions < rows[1]))
-    column_span = np.flatnonzero((column_positions > columns[0] - 1) & (column_positions < columns[1]))
-    if row_span.size and column_span.size:
-        # Positions relative to the visible part: small numbers, so float32 maps are exact enough
-        # (remap interpolates at 1/32 pixel; the full resize at 1/2048).
-        map_y = (row_positions[row_span] - rows[0]).astype(np.float32)
-        map_x = (column_positions[column_span] - columns[0]).astype(np.float32)
-        grid_x, grid_y = np.meshgrid(map_x, map_y)
-        image[row_span[0]:row_span[-1] + 1, column_span[0]:column_span[-1] + 1] = cv2.remap(
-            visible, grid_x, grid_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    mask = padded_rows[:, None] | padded_columns[None, :]
-    return Crop(image, mask, output_size / side)
+    return outside(taps.first) | ((taps.fraction != 0) & outside(taps.second))
 
 
 class Normalizer:

@@ -37,15 +37,29 @@ def frame_and_boxes(draw):
 
 @settings(max_examples=200, deadline=None)
 @given(frame_and_boxes())
-def test_torch_crops_match_opencv_within_one_grey_level_and_masks_exactly(case):
+def test_torch_crops_are_the_opencv_crops_byte_for_byte(case):
     frame, boxes, factor, size = case
     images, masks, factors = crop_squares(torch.from_numpy(frame), boxes, factor, size)
     for index, box in enumerate(boxes):
         expected = crop_square(frame, box, factor, size)
-        difference = np.abs(images[index].numpy() - expected.image.astype(np.float32))
-        assert difference.max() <= 1, f'box {box}: grey levels differ by {difference.max()}'
+        np.testing.assert_array_equal(images[index].numpy(), expected.image, err_msg=f'image of box {box}')
         np.testing.assert_array_equal(masks[index].numpy(), expected.mask, err_msg=f'mask of box {box}')
         assert factors[index] == expected.resize_factor
+
+
+@pytest.mark.parametrize('height, width', [(480, 640), (2160, 3840)])
+def test_torch_crops_of_large_squares_are_the_opencv_crops(height, width):
+    # Targets up to the full frame: squares of up to 14,400 px, which crop_square gathers.
+    frame = np.random.default_rng(width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    side = 0.3 * height
+    boxes = [(0.0, 0.0, float(width), float(height)), (width - side, height - side, side, side),
+             ((width - side) / 2, (height - side) / 2, side, side)]
+    for factor, size in ((5.0, 320), (2.0, 128)):
+        images, masks, _ = crop_squares(torch.from_numpy(frame), boxes, factor, size)
+        for index, box in enumerate(boxes):
+            expected = crop_square(frame, box, factor, size)
+            np.testing.assert_array_equal(images[index].numpy(), expected.image, err_msg=f'{box} x{factor}')
+            np.testing.assert_array_equal(masks[index].numpy(), expected.mask, err_msg=f'{box} x{factor}')
 
 
 @pytest.mark.parametrize('box, factor, size', [((0.0, 0.0, 7.0, 9.0), 2.0, 48),  # 16 px -> 48: 3x
@@ -58,7 +72,7 @@ def test_masks_match_opencv_where_samples_fall_exactly_on_pixels(box, factor, si
     images, masks, _ = crop_squares(torch.from_numpy(frame), [box], factor, size)
     expected = crop_square(frame, box, factor, size)
     np.testing.assert_array_equal(masks[0].numpy(), expected.mask)
-    assert np.abs(images[0].numpy() - expected.image).max() <= 1
+    np.testing.assert_array_equal(images[0].numpy(), expected.image)
 
 
 def test_crop_of_a_square_missing_the_image_is_all_padding():
@@ -85,7 +99,7 @@ def test_cuda_crops_equal_cpu_torch_crops():
     boxes = [(-20.0, 30.0, 80.0, 60.0), (500.0, 400.0, 200.0, 100.0), (300.0, 200.0, 40.0, 50.0)]
     cpu = crop_squares(torch.from_numpy(frame), boxes, 5.0, 320)
     gpu = crop_squares(upload_frame(frame, torch.device('cuda')), boxes, 5.0, 320)
-    assert (gpu[0].cpu() - cpu[0]).abs().max() <= 1 and torch.equal(gpu[1].cpu(), cpu[1])
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
 
 
 @pytest.mark.slow
