@@ -43,7 +43,7 @@ def evaluation_sets(config_path: Path, photo_sequences: int, photo_frames: int) 
                           (set(EVAL_PHOTOS) & set(photos.options['photos']), 'photo')):
         if overlap:
             raise ValueError(f'{config_path}: evaluation {what} {sorted(overlap)[0]} is also trained on')
-    videos = open_dataset('davis', davis.root, resolution=davis.options.get('resolution', '480p'),
+    videos = open_dataset('davis', davis.root, resolution=davis.options.get('resolution', 'auto'),
                           videos=list(HELD_OUT_DAVIS))
     photo_videos = PhotoSequences([Path(photos.root) / name for name in EVAL_PHOTOS], photo_sequences,
                                   photo_frames, seed=EVAL_PHOTO_SEED, size=(640, 480))
