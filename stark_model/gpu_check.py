@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = box_diff <= BOX_BOUNDS[precision] and iou >= iou_bound(precision, crops)
         counted = counts_on(device, crops)
         failed |= counted and not ok
-        verdict = 'ok' if ok else 'FAILED' if counted else 'outside the bound; not counted without CUDA (GPU input path)'
+        verdict = 'ok' if ok else 'FAILED' if counted else 'outside the bound; not counted without CUDA (GPU path)'
         print(f'| {backend} | {precision} | {crops} | {box_diff:.2e} (bound {BOX_BOUNDS[precision]:g}) | '
               f'{iou:.4f} (bound {iou_bound(precision, crops)}) | {verdict} |', flush=True)
         rows.append({'backend': backend, 'precision': precision, 'crops': crops, 'max_abs_box_diff': box_diff,

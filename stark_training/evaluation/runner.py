@@ -330,11 +330,6 @@ def _split_label(args: argparse.Namespace) -> str:
     return f'{label}-boxorigin1' if getattr(args, 'box_origin', 0) == 1 else label
 
 
-def default_threads(workers: int) -> int:
-    """CPU threads per worker when --threads is 0 (EVAL_THREADS; why: docs/EVALUATION.md, Speed)."""
-    return EVAL_THREADS
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='stark-eval', description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -381,14 +376,22 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                      help='STARK inference backend; auto (default): onnxruntime on the CPU where installed, '
                      'else pytorch (see docs/EVALUATION.md, Speed)')
     run.add_argument('--workers', type=int, default=1, help='parallel worker processes')
-    run.add_argument('--threads', type=int, default=0,
-                     help=f'CPU threads per worker (0: {EVAL_THREADS}; see docs/EVALUATION.md, Speed)')
+    run.add_argument('--threads', type=int, default=EVAL_THREADS,
+                     help=f'CPU threads per worker (default {EVAL_THREADS}; 0: cores / workers, for an otherwise '
+                     'idle machine; see docs/EVALUATION.md, Speed)')
+
+
+def _threads(threads: int, workers: int) -> int:
+    """--threads, where 0 shares the cores among the workers."""
+    if threads < 0:
+        raise ValueError(f'--threads must be 0 or more, got {threads}')
+    return threads or max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def run_specs(args: argparse.Namespace) -> list[TrackerSpec]:
     """The trackers to run: --trackers, --baseline, --untrained, --checkpoint, else the bundled model."""
     base = TrackerSpec(variant=args.variant, nano_dir=args.nano_dir, device=args.device,
-                       threads=args.threads or default_threads(args.workers), search_factor=args.search_factor,
+                       threads=_threads(args.threads, args.workers), search_factor=args.search_factor,
                        backend=args.backend)
     if args.trackers:
         specs = [tracker_spec(entry, base) for entry in args.trackers.split(',') if entry.strip()]
