@@ -151,6 +151,10 @@ def test_several_trackers_errors_are_named(tmp_path: Path, capsys) -> None:
     assert "'siamfc' is neither default nor stark, a baseline" in capsys.readouterr().err
     assert main(base + ['--trackers', 'kcf,mil', '--name', 'x']) == 2
     assert '--name names one tracker' in capsys.readouterr().err
+    assert main(base + ['--trackers', 'default,kcf,stark']) == 2
+    assert f'--trackers names {default_name()} twice' in capsys.readouterr().err
+    assert main(base + ['--trackers', 'kcf', '--name', 'x', '--threads', '-1']) == 2
+    assert '--threads must be 0 or more' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(base + ['--trackers', 'kcf', '--baseline', 'mil'])  # one way of naming trackers at a time
 

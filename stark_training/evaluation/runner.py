@@ -47,7 +47,7 @@ DEFAULT_TRACKERS = ('default', 'stark')
 BOX_ORIGINS = (0, 1)
 # Defaults for STARK in the evaluation tools, measured (docs/EVALUATION.md, Speed): one thread
 # per worker, as more threads lose to a busy machine's other processes; ONNX Runtime on the CPU
-# where it is installed ('auto'), as it runs the default model 2.5-3x faster than PyTorch.
+# where it is installed ('auto'), as it ran the default model 4-5x faster than PyTorch there.
 EVAL_THREADS = 1
 EVAL_BACKEND = 'auto'
 EVAL_BACKENDS = ('auto', 'pytorch', 'onnxruntime')
@@ -397,6 +397,10 @@ def run_specs(args: argparse.Namespace) -> list[TrackerSpec]:
         specs = [tracker_spec(entry, base) for entry in args.trackers.split(',') if entry.strip()]
         if not specs:
             raise EvaluationError('--trackers names no tracker')
+        names = [spec.display_name() for spec in specs]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:  # one result folder each: a second run of the same tracker would only resume the first
+            raise EvaluationError(f'--trackers names {twice[0]} twice')
         return specs
     if args.baseline:
         return [replace(base, baseline=args.baseline)]
