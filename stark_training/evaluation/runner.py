@@ -47,7 +47,7 @@ DEFAULT_TRACKERS = ('default', 'stark')
 BOX_ORIGINS = (0, 1)
 # Defaults for STARK in the evaluation tools, measured (docs/EVALUATION.md, Speed): one thread
 # per worker, as more threads lose to a busy machine's other processes; ONNX Runtime on the CPU
-# where it is installed ('auto'), as it ran the default model 4-5x faster than PyTorch there.
+# where it is installed ('auto'), as it ran the default model about 4x faster than PyTorch there.
 EVAL_THREADS = 1
 EVAL_BACKEND = 'auto'
 EVAL_BACKENDS = ('auto', 'pytorch', 'onnxruntime')
