@@ -473,7 +473,8 @@ def _command_report(args: argparse.Namespace, out: Callable[[str], None]) -> int
     protocol = args.protocol or protocol_for(args.dataset)
     scored = {}
     for folder in args.results:
-        label = folder.parent.name if folder.name.startswith(_split_label(args)) else folder.name
+        split = _split_label(args)
+        label = folder.parent.name if folder.name in (split, f'{split}-boxorigin1') else folder.name
         scored[label] = score_results(dataset, folder, layout, protocol, args.sequences)
     summaries = write_reports(f'{_split_label(args)} ({protocol} protocol)', scored, args.output)
     _print_summary(summaries, out)
