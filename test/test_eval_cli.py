@@ -142,6 +142,10 @@ def test_several_trackers_in_one_run_give_one_table(tmp_path: Path, capsys) -> N
     assert main(['run', '--dataset', 'otb', '--root', str(tmp_path / 'otb'), '--trackers', 'default,kcf,mil',
                  '--output', str(out)]) == 0
     assert capsys.readouterr().out.count('2 already finished') == 3
+    # stark-eval report prints the same table for folders made earlier.
+    assert main(['report', '--dataset', 'otb', '--root', str(tmp_path / 'otb'), '--output', str(tmp_path / 'cmp'),
+                 '--results'] + [str(out / name / 'otb') for name in names]) == 0
+    assert header in capsys.readouterr().out
 
 
 def test_several_trackers_errors_are_named(tmp_path: Path, capsys) -> None:
