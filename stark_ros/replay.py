@@ -246,6 +246,19 @@ def _latency_section(figures: dict[str, Any]) -> str:
             f'p99 {figures["latency_p99_ms"]:.1f} ms, max {figures["latency_max_ms"]:.1f} ms.\n')
 
 
+def replay_summary(figures: dict[str, Any]) -> str:
+    """stark-eval's summary line (AUC etc. in percent), then latency and drops where a node ran."""
+    from stark_training.evaluation.report import summary_line
+    parts = [summary_line(figures)] if 'auc' in figures else []
+    latency = [f'{k.split("_")[1]} {figures[k]:.1f}' for k in ('latency_p50_ms', 'latency_p95_ms', 'latency_p99_ms')
+               if k in figures]
+    if latency:
+        parts.append('latency ms ' + ' '.join(latency))
+    if 'frames_dropped' in figures:
+        parts.append(f'dropped {figures["frames_dropped"]}')
+    return '  |  '.join(parts)
+
+
 # ------------------------------------------------------------------------------------- command line
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='stark-replay', description=__doc__.splitlines()[0],
@@ -306,9 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ReplayError, RuntimeError, TimeoutError) as error:
         print(f'stark-replay: {type(error).__name__}: {error}', file=sys.stderr)
         return 1
-    shown = ('auc', 'precision', 'latency_p50_ms', 'latency_p95_ms', 'latency_p99_ms', 'frames_dropped')
-    out('  '.join(f'{k} {figures[k]:.3f}' if isinstance(figures[k], float) else f'{k} {figures[k]}'
-                  for k in shown if k in figures))
+    out(replay_summary(figures))
     out(f'results: {folder}')
     return 0
 

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +24,7 @@ from .config import load_training_config
 from .datasets import open_dataset
 from .evaluation.baselines import BaselineError
 from .evaluation.metrics import SequenceResult, evaluate_sequence, summarize
-from .evaluation.runner import TrackerSpec, build_tracker, track_sequence
+from .evaluation.runner import EVAL_THREADS, TrackerSpec, build_tracker, track_sequence, tracker_spec
 from .photo_sequences import PhotoSequences
 
 # DAVIS-2016's 20 videos in list order, every 4th: held out of the default model's training.
@@ -43,7 +44,7 @@ def evaluation_sets(config_path: Path, photo_sequences: int, photo_frames: int) 
                           (set(EVAL_PHOTOS) & set(photos.options['photos']), 'photo')):
         if overlap:
             raise ValueError(f'{config_path}: evaluation {what} {sorted(overlap)[0]} is also trained on')
-    videos = open_dataset('davis', davis.root, resolution=davis.options.get('resolution', '480p'),
+    videos = open_dataset('davis', davis.root, resolution=davis.options.get('resolution', 'auto'),
                           videos=list(HELD_OUT_DAVIS))
     photo_videos = PhotoSequences([Path(photos.root) / name for name in EVAL_PHOTOS], photo_sequences,
                                   photo_frames, seed=EVAL_PHOTO_SEED, size=(640, 480))
@@ -119,15 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'unknown tracker {unknown[0]!r} (known: {", ".join(LABELS)})')
     import cv2
     import torch
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    cv2.setNumThreads(EVAL_THREADS)
+    torch.set_num_threads(EVAL_THREADS)
     sets = evaluation_sets(args.config, args.photo_sequences, args.photo_frames)
-    checkpoint = args.checkpoint
-    if not checkpoint and 'stark' in args.trackers.split(','):
-        from stark_model.factory import default_checkpoint
-        checkpoint = str(default_checkpoint())
-    specs = {'stark': TrackerSpec(checkpoint=checkpoint, threads=1, search_factor=args.search_factor)}
-    specs.update({name: TrackerSpec(baseline=name, nano_dir=args.nano_dir) for name in ('csrt', 'kcf', 'nano')})
+    # stark-eval's tracker names ('stark': the bundled model unless --checkpoint names another);
+    # PyTorch, as the model card's figures were measured with it.
+    base = TrackerSpec(nano_dir=args.nano_dir, threads=EVAL_THREADS, search_factor=args.search_factor)
+    specs = {name: tracker_spec(name, base) for name in args.trackers.split(',') if name != 'stark'}
+    if 'stark' in args.trackers.split(','):
+        specs['stark'] = replace(base, checkpoint=args.checkpoint) if args.checkpoint else tracker_spec('stark', base)
+    checkpoint = specs['stark'].checkpoint if 'stark' in specs else None
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     for name in args.trackers.split(','):

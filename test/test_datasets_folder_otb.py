@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dataset_fixtures import write_frames, write_lines
+from dataset_fixtures import shared_data, write_frames, write_lines
 
 from stark_training.datasets import DatasetError, open_dataset
 from stark_training.datasets.folder import FrameFolder
@@ -64,6 +64,38 @@ def test_otb_reader_errors_name_file_and_line(tmp_path):
     write_lines(gt, ['1,2,3,4', '1,2,3,4'])
     with pytest.raises(DatasetError, match=r'groundtruth_rect\.txt: 2 boxes from frame 1, but .*0002\.jpg is missing'):
         OTB(tmp_path)[0]
+
+
+def test_otb_reader_takes_groundtruth_txt_and_renumbered_frames(tmp_path):
+    """Copies of OTB that name the file groundtruth.txt, and renumber David's annotated frames
+    (OTB's 300..) from 0001, as ../shared/data/otb_val does."""
+    write_frames(tmp_path / 'Car1' / 'img', ['0001.jpg', '0002.jpg'])
+    write_lines(tmp_path / 'Car1' / 'groundtruth.txt', ['1,2,3,4', '2,2,3,4'])
+    write_frames(tmp_path / 'David' / 'img', ['0001.jpg', '0002.jpg', '0003.jpg'])
+    write_lines(tmp_path / 'David' / 'groundtruth.txt', ['5,6,7,8'] * 3)
+    write_frames(tmp_path / 'Both' / 'img', ['0001.jpg'])
+    write_lines(tmp_path / 'Both' / 'groundtruth.txt', ['9,9,9,9'])
+    write_lines(tmp_path / 'Both' / 'groundtruth_rect.txt', ['1,1,1,1'])  # the toolkit's name wins
+    dataset = open_dataset('otb', tmp_path)
+    assert dataset.sequence_names() == ['Both', 'Car1', 'David']
+    np.testing.assert_array_equal(dataset[0].boxes, [[1, 1, 1, 1]])
+    np.testing.assert_array_equal(dataset[1].boxes[1], [2, 2, 3, 4])
+    assert [f.name for f in dataset[2].frames] == ['0001.jpg', '0002.jpg', '0003.jpg']
+
+
+def test_otb_reader_without_ground_truth_names_both_file_names(tmp_path):
+    write_frames(tmp_path / 'Boy' / 'img', ['0001.jpg'])
+    with pytest.raises(DatasetError, match=r'no <seq>/groundtruth_rect\.txt or <seq>/groundtruth\.txt'):
+        OTB(tmp_path)
+
+
+def test_otb_reader_on_shared_otb_val():
+    dataset = open_dataset('otb', shared_data('otb_val'))
+    assert dataset.sequence_names() == ['Car1', 'David', 'DragonBaby', 'Human7', 'Jumping', 'MotorRolling',
+                                        'Skiing', 'vot2015_ball1']
+    assert sum(len(dataset[i]) for i in range(len(dataset))) == 2517
+    david = dataset[1]
+    assert len(david) == 471 and david.frames[0].name == '0001.jpg' and david.visible.all()
 
 
 def test_uav123_reader_split_videos_share_frames(tmp_path):

@@ -83,10 +83,30 @@ def test_vos_reader_errors_name_the_file(tmp_path):
         VOS(tmp_path, year='2017', imageset='train')
 
 
+def test_vos_reader_finds_the_resolution_folder_that_exists(tmp_path):
+    """DAVIS copies ship 480p, Full-Resolution, or (../shared) 288p: 'auto' takes the one there."""
+    write_frames(tmp_path / 'JPEGImages' / '288p' / 'cat', ['00000.jpg'], 40, 30)
+    mask = np.zeros((30, 40), np.uint8)
+    mask[5:15, 10:30] = 255
+    (tmp_path / 'Annotations' / '288p' / 'cat').mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / 'Annotations' / '288p' / 'cat' / '00000.png'), mask)
+    dataset = open_dataset('davis', tmp_path)
+    assert dataset.resolution == '288p' and dataset.sequence_names() == ['cat']
+    np.testing.assert_array_equal(dataset[0].boxes[0], [10, 5, 20, 10])
+    write_frames(tmp_path / 'JPEGImages' / 'Full-Resolution' / 'cat', ['00000.jpg'], 40, 30)
+    (tmp_path / 'Annotations' / 'Full-Resolution').mkdir()
+    with pytest.raises(DatasetError, match=r'several resolutions \(288p, Full-Resolution\)'):
+        VOS(tmp_path)
+    assert VOS(tmp_path, resolution='288p').resolution == '288p'
+    write_frames(tmp_path / 'JPEGImages' / '480p' / 'cat', ['00000.jpg'], 40, 30)
+    (tmp_path / 'Annotations' / '480p').mkdir()
+    assert VOS(tmp_path).resolution == '480p'  # DAVIS's usual one where there are several
+
+
 def test_vos_reader_on_shared_davis2016():
     root = shared_data('davis2016')
-    dataset = VOS(root, resolution='288p', year='2016', imageset='val')
-    assert len(dataset) == 20 and 'blackswan' in dataset.sequence_names()
+    dataset = VOS(root, year='2016', imageset='val')  # finds 288p
+    assert dataset.resolution == '288p' and len(dataset) == 20 and 'blackswan' in dataset.sequence_names()
     total = 0
     for seq in dataset:
         total += len(seq)

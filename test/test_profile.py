@@ -85,3 +85,24 @@ def test_gpu_check_without_cuda_checks_the_cpu_backends(tmp_path, capsys):
     assert [row['backend'] for row in report['parity']] == ['pytorch', 'pytorch-graph', 'onnxruntime']
     assert all(row['ok'] for row in report['parity'])
     assert report['parity'][2]['max_abs_box_diff'] < 1e-4
+
+
+@pytest.mark.slow
+def test_gpu_check_without_cuda_is_a_short_sanity_check_of_the_bundled_model(tmp_path, capsys):
+    """Issue #16: the defaults ran 13.5 min on a CPU without finishing. Without CUDA the defaults
+    are now the bundled model and CPU_DEFAULTS (about a minute); fewer frames and repeats here."""
+    from stark_model import gpu_check
+    from stark_model.factory import default_checkpoint
+    if gpu_check.torch.cuda.is_available():
+        pytest.skip('CUDA present: the full check runs there instead (python -m stark_model.gpu_check)')
+    status = gpu_check.main(['--frames', '3', '--repeats', '1', '--output-dir', str(tmp_path),
+                             '--cache-dir', str(tmp_path / 'c')])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert 'No CUDA here' in out and 'CPU sanity check passed' in out and 'no GPU was checked' in out
+    report = json.loads((tmp_path / 'gpu_check.json').read_text())
+    assert report['profile']['weights'] == str(default_checkpoint())
+    assert report['profile']['frame'] == list(gpu_check.CPU_DEFAULTS['frame'])
+    assert list(report['profile']['backends']['onnxruntime']['targets']) == ['1']
+    counted = [row for row in report['parity'] if row['counted']]
+    assert {row['backend'] for row in counted} == {'pytorch-graph', 'onnxruntime'} and all(r['ok'] for r in counted)

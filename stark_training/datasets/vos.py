@@ -2,7 +2,9 @@
 
 Layout: `<root>/JPEGImages/<resolution>/<video>/<frame>.jpg` and
 `<root>/Annotations/<resolution>/<video>/<frame>.png` (DAVIS; YouTube-VOS has no resolution
-level: pass resolution=None). Masks are either single-object 0/255 greyscale (DAVIS-2016) or
+level: pass resolution=None). resolution='auto' (the default) takes the resolution folder that
+exists (480p where there are several; DAVIS ships 480p and Full-Resolution, ../shared/data/davis2016
+has 288p). Masks are either single-object 0/255 greyscale (DAVIS-2016) or
 palette PNGs whose indices are object ids (DAVIS-2017, YouTube-VOS). A frame's box is the extent of
 the object's pixels; frames where the object has no pixel get a NaN box and visible=False. Only
 frames that have a mask file are used (YouTube-VOS annotates every 5th frame).
@@ -10,6 +12,7 @@ frames that have a mask file are used (YouTube-VOS annotates every 5th frame).
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -18,16 +21,23 @@ import numpy as np
 
 from .base import DatasetError, Sequence, SequenceDataset, read_lines, require_dir, sorted_frames
 
+PREFERRED_RESOLUTION = '480p'
+# DAVIS's resolution folder names: '480p', '288p', ... and 'Full-Resolution'.
+RESOLUTION_NAME = re.compile(r'\d+p|Full-Resolution')
+
 
 class VOS(SequenceDataset):
     """One Sequence per (video, object id), named '<video>' for single-object videos else '<video>_<id>'."""
 
     name = 'vos'
 
-    def __init__(self, root: str | Path, resolution: str | None = '480p', year: str | int | None = None,
+    def __init__(self, root: str | Path, resolution: str | None = 'auto', year: str | int | None = None,
                  imageset: str | None = None, videos: list[str] | None = None) -> None:
         super().__init__()
         self.root = Path(root)
+        if resolution == 'auto':
+            resolution = find_resolution(self.root)
+        self.resolution = resolution
         sub = (resolution,) if resolution else ()
         self.image_root = require_dir(self.root.joinpath('JPEGImages', *sub), 'JPEGImages/<resolution>')
         self.mask_root = require_dir(self.root.joinpath('Annotations', *sub), 'Annotations/<resolution>')
@@ -73,6 +83,23 @@ class VOS(SequenceDataset):
         visible = np.isfinite(boxes).all(axis=1)
         return Sequence(self._names[index], self.name, frames, boxes, visible,
                         attributes={'video': video, 'object_id': object_id})
+
+
+def find_resolution(root: Path) -> str | None:
+    """The resolution folder that both JPEGImages/ and Annotations/ hold (480p where there are
+    several); None when JPEGImages/ holds the videos directly (YouTube-VOS)."""
+    images = require_dir(root / 'JPEGImages', 'JPEGImages/<resolution>/<video>/')
+    levels = sorted(p.name for p in images.iterdir() if p.is_dir() and RESOLUTION_NAME.fullmatch(p.name))
+    if not levels:
+        return None
+    found = [name for name in levels if (root / 'Annotations' / name).is_dir()]
+    if not found:
+        raise DatasetError(f'{root / "Annotations"}: no {" or ".join(levels)} folder beside JPEGImages/{levels[0]}')
+    if PREFERRED_RESOLUTION in found:
+        return PREFERRED_RESOLUTION
+    if len(found) > 1:
+        raise DatasetError(f'{images}: several resolutions ({", ".join(found)}); name one (resolution=...)')
+    return found[0]
 
 
 def mask_boxes(masks: list[Path]) -> dict[int, np.ndarray]:

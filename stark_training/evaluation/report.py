@@ -2,11 +2,23 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from .metrics import SequenceResult, Summary
 
 OVERALL_COLUMNS = ('AUC', 'P@20px', 'Norm. P', 'AO', 'SR0.50', 'SR0.75', 'FPS')
+# The one-line summary that stark-eval and stark-replay print: (label, Summary field), in percent.
+SUMMARY_FIELDS = (('AUC', 'auc'), ('P@20', 'precision'), ('NP', 'normalized_precision'),
+                  ('AO', 'average_overlap'), ('SR0.5', 'sr50'), ('SR0.75', 'sr75'))
+
+
+def summary_line(figures: Mapping[str, Any]) -> str:
+    """'AUC 64.9  P@20 80.1  ...  FPS 30.2' from Summary.as_dict() figures (fractions, as stored):
+    one format for every tool, percent with one decimal as in the reports."""
+    parts = [f'{label} {_percent(figures[key])}' for label, key in SUMMARY_FIELDS if key in figures]
+    if 'fps' in figures:
+        parts.append(f'FPS {_fps(figures["fps"])}')
+    return '  '.join(parts)
 
 
 def _percent(value: float) -> str:
@@ -14,7 +26,7 @@ def _percent(value: float) -> str:
 
 
 def _fps(value: float) -> str:
-    return '-' if math.isnan(value) else f'{value:.1f}'
+    return '-' if value is None or math.isnan(value) else f'{value:.1f}'
 
 
 def _table(header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
@@ -54,8 +66,25 @@ def markdown_report(title: str, scored: dict[str, list[SequenceResult]], summari
         rows = [[n, str(r.frames), _percent(r.auc), _percent(r.precision), _percent(r.normalized_precision),
                  _percent(r.average_overlap), _fps(r.fps)] for n, r in by_tracker[tracker].items()]
     else:
-        header = ['Sequence', *(f'{t} AUC' for t in summaries)]
-        rows = [[n, *(_percent(by_tracker[t][n].auc) if n in by_tracker[t] else '-' for t in summaries)]
-                for n in names]
+        return '\n'.join(lines) + '\n' + comparison_table(scored, summaries) + '\n'
     lines += _table(header, rows)
     return '\n'.join(lines) + '\n'
+
+
+def comparison_table(scored: Mapping[str, Sequence[SequenceResult]], summaries: Mapping[str, Summary]) -> str:
+    """Several trackers side by side: a row per sequence and a last row with the overall figures
+    (the mean over sequences; all frames pooled under the got10k protocol); AUC, P@20px, FPS each."""
+    by_tracker = {t: {r.name: r for r in results} for t, results in scored.items() if t in summaries}
+    names = list(dict.fromkeys(r.name for t in by_tracker for r in scored[t]))
+    header = ['Sequence'] + [f'{t} {column}' for t in by_tracker for column in ('AUC', 'P@20px', 'FPS')]
+    rows = [[n] + [cell for t in by_tracker for cell in _comparison_cells(by_tracker[t].get(n))] for n in names]
+    pooled = next(iter(summaries.values())).protocol == 'got10k'
+    rows.append(['**all frames**' if pooled else '**mean**']
+                + [cell for t in by_tracker for cell in _comparison_cells(summaries[t])])
+    return '\n'.join(_table(header, rows))
+
+
+def _comparison_cells(figures: SequenceResult | Summary | None) -> list[str]:
+    if figures is None:
+        return ['-', '-', '-']
+    return [_percent(figures.auc), _percent(figures.precision), _fps(figures.fps)]
