@@ -35,6 +35,10 @@ class ModelConfig:
     num_queries: int
     head_channels: int
     score_head: bool
+    # Ours (off in the original variants): add to every search token its cosine similarities to the
+    # target's cells of the first template (the centre half of the template crop), projected to
+    # the hidden size, before the encoder: template matching handed to the transformer.
+    match_prior: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -70,6 +74,8 @@ class TrackerConfig:
     # What backend 'auto' runs on a CPU in fp32 (ours): 'onnxruntime' where it is measured faster
     # for the variant; 'pytorch' keeps the original's bits.
     cpu_backend: str = 'pytorch'
+    # Ours (1 = off, the original): share of the predicted size change taken each frame.
+    size_update_rate: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ('template_size', 'search_size'):
@@ -80,6 +86,8 @@ class TrackerConfig:
                 raise ConfigError(f'tracker.{name} must be positive')
         if not (math.isfinite(self.corner_window) and self.corner_window >= 0):
             raise ConfigError(f'tracker.corner_window must be a finite number >= 0, got {self.corner_window!r}')
+        if not (math.isfinite(self.size_update_rate) and 0.0 < self.size_update_rate <= 1.0):
+            raise ConfigError(f'tracker.size_update_rate must be in (0, 1], got {self.size_update_rate!r}')
         if self.cpu_backend not in ('pytorch', 'onnxruntime'):
             raise ConfigError(f'tracker.cpu_backend: {self.cpu_backend!r} is not one of pytorch, onnxruntime')
         if 'default' not in self.update_intervals:

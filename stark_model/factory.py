@@ -60,7 +60,8 @@ def load_model(checkpoint: str | os.PathLike | None = None, variant: str | os.Pa
         if sha256 is not None:
             raise ValueError('a sha256 was given but no checkpoint to check it against (untrained weights)')
         config = load_variant(variant)
-        return LoadedModel(build_network(config.model, config.tracker.search_size), config, None)
+        return LoadedModel(build_network(config.model, config.tracker.search_size, config.tracker.template_size),
+                           config, None)
     contents = read_checkpoint(checkpoint, sha256=sha256)
     if variant is not None:
         config = load_variant(variant)
@@ -68,7 +69,7 @@ def load_model(checkpoint: str | os.PathLike | None = None, variant: str | os.Pa
         config = contents.variant
     else:
         config = load_variant(infer_variant(contents.state_dict))
-    network = build_network(config.model, config.tracker.search_size)
+    network = build_network(config.model, config.tracker.search_size, config.tracker.template_size)
     load_weights(network, contents.state_dict, str(contents.path))
     return LoadedModel(network.eval(), config, contents)
 

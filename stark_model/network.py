@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .backbone import STRIDE, BackboneWithPosition
@@ -74,13 +75,35 @@ class NetworkOutput:
         return torch.stack(maps, dim=1)
 
 
+class MatchPrior(nn.Module):
+    """Template matching as extra input (ours): each search token gains a projection of its cosine
+    similarities to the target's cells of the first template, i.e. the centre half of its
+    `template_cells` x `template_cells` grid (the crop is twice the target), one per cell."""
+
+    def __init__(self, template_cells: int, dim: int) -> None:
+        super().__init__()
+        low, high = template_cells // 4, template_cells - template_cells // 4
+        centre = [row * template_cells + col for row in range(low, high) for col in range(low, high)]
+        self.register_buffer('centre', torch.tensor(centre, dtype=torch.long), persistent=False)
+        self.proj = nn.Linear(len(centre), dim)
+
+    def forward(self, tokens: Tokens, search_cells: int) -> Tokens:
+        search = tokens.features[-search_cells:]                        # (S, B, C)
+        kernel = tokens.features.index_select(0, self.centre)           # (K, B, C), first template
+        similarity = torch.matmul(F.normalize(search, dim=-1).transpose(0, 1),
+                                  F.normalize(kernel, dim=-1).permute(1, 2, 0))  # (B, S, K)
+        boosted = search + self.proj(similarity.transpose(0, 1))
+        return Tokens(torch.cat([tokens.features[:-search_cells], boosted]), tokens.mask, tokens.pos)
+
+
 class StarkNetwork(nn.Module):
     """STARK-S (no score head) or STARK-ST (score head) for a given ModelConfig."""
 
-    def __init__(self, config: ModelConfig, search_size: int = 320) -> None:
+    def __init__(self, config: ModelConfig, search_size: int = 320, template_size: int = 128) -> None:
         super().__init__()
         self.config = config
         self.search_size = search_size
+        self.template_size = template_size
         dim = config.hidden_dim
         # Registration order equals the original's, so state_dict() lists keys in its order.
         self.backbone = BackboneWithPosition(config.backbone, dim)
@@ -90,6 +113,8 @@ class StarkNetwork(nn.Module):
         self.query_embed = nn.Embedding(config.num_queries, dim)
         self.bottleneck = nn.Conv2d(self.backbone.num_channels, dim, kernel_size=1)
         self.cls_head = ScoreHead(dim) if config.score_head else None
+        # Registered last, so that the original variants' key order is untouched.
+        self.match_proj = MatchPrior(template_size // STRIDE, dim) if config.match_prior else None
 
     def encode(self, images: torch.Tensor, masks: torch.Tensor) -> Tokens:
         """images: (B, 3, S, S) normalised; masks: (B, S, S) bool, True = padding."""
@@ -107,6 +132,8 @@ class StarkNetwork(nn.Module):
     def decode(self, tokens: Tokens) -> NetworkOutput:
         """tokens: [template tokens..., search tokens] joined by Tokens.concat; the search crop
         must be last (the box head reads the last search_size/16 squared memory cells)."""
+        if self.match_proj is not None:
+            tokens = self.match_proj(tokens, self.box_head.feature_size ** 2)
         decoded, memory = self.transformer(tokens.features, tokens.mask, tokens.pos, self.query_embed.weight)
         boxes, score_tl, score_br = self._predict_boxes(decoded, memory)
         logits = self.cls_head(decoded) if self.cls_head is not None else None
@@ -133,6 +160,6 @@ class StarkNetwork(nn.Module):
         return self.decode(Tokens.concat(parts))
 
 
-def build_network(config: ModelConfig, search_size: int = 320) -> StarkNetwork:
+def build_network(config: ModelConfig, search_size: int = 320, template_size: int = 128) -> StarkNetwork:
     """A STARK network with fresh weights (load a checkpoint to make it useful)."""
-    return StarkNetwork(config, search_size)
+    return StarkNetwork(config, search_size, template_size)

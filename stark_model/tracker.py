@@ -101,6 +101,16 @@ def check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def damp_size_change(previous: Box, predicted: Box, rate: float) -> Box:
+    """The predicted box with its width and height moved only `rate` of the way from the previous
+    ones (its centre kept): the scale penalty of Siamese trackers, which stops a size error from
+    compounding frame after frame."""
+    cx, cy = predicted[0] + predicted[2] / 2, predicted[1] + predicted[3] / 2
+    w = previous[2] + rate * (predicted[2] - previous[2])
+    h = previous[3] + rate * (predicted[3] - previous[3])
+    return [cx - w / 2, cy - h / 2, w, h]
+
+
 class StarkTracker:
     """Tracks targets with a STARK network; one batched forward per frame for all targets."""
 
@@ -247,6 +257,8 @@ class StarkTracker:
                 # No usable prediction (a search crop without one image pixel, on images a pixel
                 # wide, makes the network's attention 0/0): stay, and report no confidence.
                 mapped = target.box
+            elif cfg.size_update_rate < 1.0:
+                mapped = damp_size_change(target.box, mapped, cfg.size_update_rate)
             target.box = clip_box(mapped, height, width, margin=CLIP_MARGIN)
             target.frames_tracked += 1
             target.score = scores[index] if math.isfinite(scores[index]) else 0.0
