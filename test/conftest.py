@@ -1,6 +1,9 @@
-"""Shared test set-up: an isolated DDS domain per run, and access to ../shared/reference."""
+"""Shared test set-up: an isolated DDS domain per run, access to ../shared/reference, and the ROS 2
+command-line tools (ros2, launch_testing)."""
+import importlib.util
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,3 +26,17 @@ def shared_reference() -> Path:
             pytest.fail(f'{SHARED_REFERENCE} is missing, and CI=true requires it')
         pytest.skip(f'{SHARED_REFERENCE} is absent (a user clone without ../shared)')
     return SHARED_REFERENCE
+
+
+def require_ros2_tools(module: str = 'launch_testing', executable: str = 'ros2') -> None:
+    """Skip the calling test module where the ROS 2 tools are missing (a user clone without ../shared
+    and without a distro); under CI=true that is a failure, so CI never silently skips them."""
+    missing = [name for name, found in ((module, importlib.util.find_spec(module)),
+                                        (executable, shutil.which(executable))) if not found]
+    if not missing:
+        return
+    message = (f'{" and ".join(missing)} not found: `make setup` installs the ROS 2 tools from '
+               '../shared/vendor/ros2_python_tools_kilted, or source a ROS 2 distro first')
+    if os.environ.get('CI') == 'true':
+        pytest.fail(f'{message} (CI=true requires them)', pytrace=False)
+    pytest.skip(message, allow_module_level=True)
