@@ -79,6 +79,10 @@ SPECS = {spec.name: spec for spec in (
     ParameterSpec('model.cpu_threads', 0, 'PyTorch CPU threads of the inference thread; 0: PyTorch\'s default '
                   '(one per core).',
                   runtime=True, minimum=0, maximum=1024),
+    ParameterSpec('model.exit_on_load_failure', False, 'true: the plain node (tracker_node) exits with status 1 '
+                  'when its model cannot be loaded at start-up, so that a launch system notices; false: it '
+                  'stays up, says why, and loads once model.checkpoint is set right. The lifecycle node '
+                  'fails configure instead, either way.'),
     ParameterSpec('model.update_profile', 'default', 'Dynamic-template update intervals of this benchmark '
                   'profile; changes apply at once and keep the targets.', runtime=True, choices=UPDATE_PROFILES),
     ParameterSpec('input.image_topic', 'image', 'Camera topic (relative names follow the namespace; '
