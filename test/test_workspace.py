@@ -120,6 +120,16 @@ def test_setup_without_the_vendored_ros2_tools_says_how_to_get_them(tmp_path, mo
     assert 'Everything else works' in outcome
 
 
+def test_missing_ros2_tools_skip_the_launch_tests_but_fail_them_under_ci(monkeypatch):
+    from conftest import require_ros2_tools
+    monkeypatch.delenv('CI', raising=False)
+    with pytest.raises(pytest.skip.Exception, match='no_such_tool_module not found'):
+        require_ros2_tools('no_such_tool_module')
+    monkeypatch.setenv('CI', 'true')
+    with pytest.raises(pytest.fail.Exception, match='CI=true requires them'):
+        require_ros2_tools('no_such_tool_module')
+
+
 def test_the_ros2_tools_are_installed_where_the_vendored_sources_are():
     if not setup_workspace.ROS2_TOOLS.is_dir():
         pytest.skip(f'{setup_workspace.ROS2_TOOLS} is absent')
