@@ -96,8 +96,9 @@ SPECS = {spec.name: spec for spec in (
     ParameterSpec('input.max_image_pixels', 7680 * 4320, 'Frames with more pixels (width x height) are '
                   'refused before conversion; the default admits 8K.', runtime=True, minimum=1,
                   maximum=2**31 - 1),
-    ParameterSpec('input.no_frames_warning_s', 5.0, 'Warn (log and /diagnostics) when a publisher exists but '
-                  'no frame arrived for this many seconds.', runtime=True, minimum=0.5, maximum=3600.0),
+    ParameterSpec('input.no_frames_warning_s', 5.0, 'Warn (log and /diagnostics) when no frame arrived for this '
+                  'many seconds, naming the camera topic and the likely cause (no publisher at all: the remap '
+                  'to use; publishers present: QoS or frame size).', runtime=True, minimum=0.5, maximum=3600.0),
     ParameterSpec('tracking.max_targets', 8, 'Most targets tracked at once.', runtime=True, minimum=1, maximum=256),
     ParameterSpec('tracking.lost_threshold', 0.3, 'A target whose score stays under this is counted as lost.',
                   runtime=True, minimum=0.0, maximum=1.0),
