@@ -1,11 +1,13 @@
 """Start the STARK tracker node.
 
     ros2 launch stark_ros tracker.launch.py checkpoint:=/path/STARKST_ep0050.pth.tar image_topic:=/camera/image_raw
+    ros2 launch stark_ros tracker.launch.py --show-args
 
 Arguments left empty keep the value of the parameters file (config_file).
 """
-from launch import LaunchDescription
+from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -26,7 +28,8 @@ PARAMETERS = {'device': ('model.device', str), 'checkpoint': ('model.checkpoint'
               'exit_on_load_failure': ('model.exit_on_load_failure', bool)}
 
 
-def _typed(name, text, kind):
+def _typed(name: str, text: str, kind: type) -> str | bool:
+    """A launch argument's text as the node parameter's type."""
     if kind is not bool:
         return text
     if text.lower() not in ('true', 'false'):
@@ -34,14 +37,14 @@ def _typed(name, text, kind):
     return text.lower() == 'true'
 
 
-def _fail_launch(event, context):
+def _fail_launch(event: ProcessExited, context: LaunchContext) -> None:
     """End `ros2 launch` with status 1 (an error raised here does) when the node failed."""
     if event.returncode > 0:
         raise RuntimeError(f'{event.action.process_description.final_name} exited with status {event.returncode} '
                            '(exit_on_load_failure: its model could not be loaded)')
 
 
-def _node(context):
+def _node(context: LaunchContext) -> list[Node]:
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     overrides = {key: _typed(name, value[name], kind) for name, (key, kind) in PARAMETERS.items() if value[name]}
     return [Node(
