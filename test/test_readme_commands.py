@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -182,7 +183,8 @@ def image_topic(command: Command) -> str:
     return topic if topic.startswith('/') else f'/{topic}'
 
 
-def session_with_node(launch_command: Command, env, tmp_path, monkeypatch):
+def session_with_node(launch_command: Command, env: dict[str, str], tmp_path: Path,
+                      monkeypatch: pytest.MonkeyPatch) -> tuple[Launch, NodeClient]:
     """Start the launch command and a client (camera, service probe) on its domain."""
     monkeypatch.setenv('ROS_DOMAIN_ID', env['ROS_DOMAIN_ID'])  # NodeClient's rclpy context joins it
     launch = Launch(launch_command, env, tmp_path / 'launch.log')
@@ -190,12 +192,22 @@ def session_with_node(launch_command: Command, env, tmp_path, monkeypatch):
     return launch, client
 
 
-def wait_for(condition, what: str, launch: Launch, timeout: float = NODE_UP_TIMEOUT_S) -> None:
+def wait_for(condition: Callable[[], object], what: str, launch: Launch,
+             timeout: float = NODE_UP_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert launch.process.poll() is None, f'ros2 launch exited while waiting for {what}:\n{launch.log()}'
         assert time.monotonic() < deadline, f'timed out waiting for {what}:\n{launch.log()}'
         time.sleep(0.1)
+
+
+def daemon_sees(listing: list[str], name: str, env: dict[str, str], launch: Launch) -> None:
+    """Wait until `listing` (a ros2 ... list command) names `name`. The CLI verbs ask the ros2 daemon
+    about the graph, and a daemon that has not discovered the node yet answers "Node not found" or
+    "Could not determine the type" (a person simply runs the command again)."""
+    wait_for(lambda: name in subprocess.run(listing, env=env, capture_output=True, text=True,
+                                            timeout=CLI_TIMEOUT_S).stdout.split(),
+             f'the ros2 daemon to see {name}', launch, timeout=30)
 
 
 # ------------------------------------------------------------------------------------ checks
@@ -261,11 +273,7 @@ def test_launch_and_the_commands_against_the_node(commands, ros_env, tmp_path, m
                  'the node to offer its services', launch)
         camera = Camera(client)
         wait_for(lambda: client.latest_status() is not None, 'the first processed frame', launch, timeout=30)
-        # The CLI verbs ask the ros2 daemon about the graph; one that just started has not seen the
-        # node yet ("Could not determine the type for the passed topic"), so let it discover first.
-        wait_for(lambda: '/stark/detections' in subprocess.run(['ros2', 'topic', 'list'], env=ros_env,
-                                                               capture_output=True, text=True).stdout,
-                 'the ros2 daemon to discover the node', launch, timeout=30)
+        daemon_sees(['ros2', 'topic', 'list'], '/stark/detections', ros_env, launch)
         for command in (c for c in commands if c.kind in WITH_NODE):
             check_with_node(command, run(command, ros_env))
         assert 'Traceback' not in launch.log(), launch.log()
@@ -285,6 +293,7 @@ def test_managed_launch_and_lifecycle_transitions(commands, ros_env, tmp_path, m
         lifecycle = [c for c in commands if c.kind == 'ros2 lifecycle']
         get_state = client.node.create_client(GetState, '/stark_tracker/get_state')
         wait_for(get_state.service_is_ready, 'the lifecycle node', launch)
+        daemon_sees(['ros2', 'service', 'list'], '/stark_tracker/change_state', ros_env, launch)
         assert not client.init_client.service_is_ready(), 'no services before activate'
         for command in lifecycle:
             expect_ok(command, run(command, ros_env), 'Transitioning successful')
