@@ -1,6 +1,7 @@
 """Shared test set-up: an isolated DDS domain per run, access to ../shared/reference, and the ROS 2
 command-line tools (ros2, launch_testing)."""
 import importlib.util
+import logging
 import os
 import random
 import shutil
@@ -16,6 +17,9 @@ def pytest_configure(config):
     # Keep this run's DDS traffic on loopback and away from other runs on the same machine.
     os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1, 100)))
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    # launch_testing's pytest plugin imports launch, which makes every logger created afterwards a
+    # LaunchLogger that does not propagate: caplog would see nothing of stark_training's logs.
+    logging.setLoggerClass(logging.Logger)
 
 
 @pytest.fixture(scope='session')
