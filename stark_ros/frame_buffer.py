@@ -34,6 +34,10 @@ def format_stamp(stamp_ns: int) -> str:
     return f'{stamp_ns // 1_000_000_000}.{stamp_ns % 1_000_000_000:09d}'
 
 
+class NoFrameYet(LookupError):
+    """No camera frame has arrived yet (the node adds which topic it listens to)."""
+
+
 class FrameBuffer:
     """Thread-safe: the executor pushes, the worker takes, services look frames up by stamp."""
 
@@ -67,7 +71,7 @@ class FrameBuffer:
         """The frame with this exact stamp (0: the newest); LookupError says what is held instead."""
         with self._condition:
             if not self._history:
-                raise LookupError('no camera frame has been received yet')
+                raise NoFrameYet('no camera frame has been received yet')
             if stamp_ns == 0:
                 return self._history[-1]
             for frame in reversed(self._history):

@@ -46,7 +46,7 @@ BYTES_PER_PIXEL = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, 'mo
 JUNK_ENCODINGS = ('', 'bayer_rggb8', '32FC1', 'RGB8', 'rgb8 ', 'x' * 40, '\u00e9ncoding')
 # Refusals a request may get, by cause (regular expressions on the reply's message).
 INIT_REFUSALS = {
-    'no frame received yet': r'^no camera frame has been received yet$',
+    'no frame received yet': r'^no camera frame has been received yet on /\S+ ',
     'stamp not in the frame buffer': r'^no frame with stamp -?\d+\.\d{9} in the buffer',
     'target id too long': r'^target_id is \d+ characters long; at most \d+$',
     'target limit reached': r'^already tracking \d+ targets \(tracking\.max_targets = \d+\)',

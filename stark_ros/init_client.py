@@ -126,8 +126,7 @@ def run(args: argparse.Namespace, node: Node) -> tuple[bool, str]:
         request.stamp.sec, request.stamp.nanosec = parse_stamp(args.stamp)
     request.x, request.y, request.width, request.height = box
     response = call(node, InitTarget, 'stark/init_target', request, args.timeout)
-    text = response.message + (f' [id {response.target_id}]' if response.success else '')
-    return response.success, text
+    return response.success, response.message  # an acceptance names the target id already
 
 
 def main(argv: list[str] | None = None) -> int:

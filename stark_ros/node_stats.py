@@ -53,7 +53,12 @@ class StatsSnapshot:
 
 
 class NodeStats:
-    """Counters and meters shared by the executor (arrivals) and the worker (results)."""
+    """Counters and meters shared by the executor (arrivals) and the worker (results).
+
+    The frame rates are measured only by measure_rates() (the /diagnostics timer calls it) and
+    every snapshot carries that latest measurement: TrackerStatus, published per processed frame,
+    and /diagnostics then report the same figures instead of two samples of a sliding window taken
+    at different moments (which disagreed widely when frames arrive in bursts or get lost)."""
 
     def __init__(self, latency_window: int = 500, rejection_window: float = 10.0) -> None:
         self._lock = threading.Lock()
@@ -66,6 +71,7 @@ class NodeStats:
         self._last_rejection = ''
         self.received = self.processed = self.dropped = self.rejected = 0
         self.last_arrival: float | None = None  # monotonic time of the last message, good or not
+        self._rates = (0.0, 0.0)  # input and processed frames per second at the latest measure_rates()
 
     def frame_received(self, now: float, dropped_pending: bool) -> None:
         with self._lock:
@@ -102,6 +108,13 @@ class NodeStats:
         with self._lock:
             self._stages.setdefault(stage, deque(maxlen=self._window)).append(milliseconds)
 
+    def measure_rates(self, now: float | None = None) -> tuple[float, float]:
+        """Measure the input and processed frame rates now; later snapshots carry these values."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._rates = (self._input.rate(now), self._output.rate(now))
+            return self._rates
+
     def snapshot(self, now: float | None = None) -> StatsSnapshot:
         now = time.monotonic() if now is None else now
         with self._lock:
@@ -109,7 +122,7 @@ class NodeStats:
             p50, p95, p99 = np.percentile(latencies, (50, 95, 99))
             stages = {stage: float(np.median(values)) for stage, values in self._stages.items()}
             self._forget_old_rejections(now)
-            return StatsSnapshot(self._input.rate(now), self._output.rate(now), self.received,
+            return StatsSnapshot(*self._rates, self.received,
                                  self.processed, self.dropped, self.rejected, float(latencies[-1]),
                                  float(p50), float(p95), float(p99), stages, len(self._rejections),
                                  self._last_rejection)

@@ -81,6 +81,10 @@ SPECS = {spec.name: spec for spec in (
     ParameterSpec('model.cpu_threads', 1, 'PyTorch CPU threads of the inference thread; 0: PyTorch\'s default '
                   '(one per core).',
                   runtime=True, minimum=0, maximum=1024),
+    ParameterSpec('model.exit_on_load_failure', False, 'true: the plain node (tracker_node) exits with status 1 '
+                  'when its model cannot be loaded at start-up, so that a launch system notices; false: it '
+                  'stays up, says why, and loads once model.checkpoint is set right. The lifecycle node '
+                  'fails configure instead, either way.'),
     ParameterSpec('model.update_profile', 'default', 'Dynamic-template update intervals of this benchmark '
                   'profile; changes apply at once and keep the targets.', runtime=True, choices=UPDATE_PROFILES),
     ParameterSpec('input.image_topic', 'image', 'Camera topic (relative names follow the namespace; '
@@ -94,8 +98,9 @@ SPECS = {spec.name: spec for spec in (
     ParameterSpec('input.max_image_pixels', 7680 * 4320, 'Frames with more pixels (width x height) are '
                   'refused before conversion; the default admits 8K.', runtime=True, minimum=1,
                   maximum=2**31 - 1),
-    ParameterSpec('input.no_frames_warning_s', 5.0, 'Warn (log and /diagnostics) when a publisher exists but '
-                  'no frame arrived for this many seconds.', runtime=True, minimum=0.5, maximum=3600.0),
+    ParameterSpec('input.no_frames_warning_s', 5.0, 'Warn (log and /diagnostics) when no frame arrived for this '
+                  'many seconds, naming the camera topic and the likely cause (no publisher at all: the remap '
+                  'to use; publishers present: QoS or frame size).', runtime=True, minimum=0.5, maximum=3600.0),
     ParameterSpec('tracking.max_targets', 8, 'Most targets tracked at once.', runtime=True, minimum=1, maximum=256),
     ParameterSpec('tracking.lost_threshold', 0.3, 'A target whose score stays under this is counted as lost.',
                   runtime=True, minimum=0.0, maximum=1.0),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -33,7 +32,7 @@ class TargetBook:
 
     def __init__(self) -> None:
         self._targets: dict[str, TrackedTarget] = {}
-        self._ids = itertools.count(1)
+        self._next_number = 1  # of the next automatic id; advanced only when such a target starts
 
     def __len__(self) -> int:
         return len(self._targets)
@@ -52,14 +51,17 @@ class TargetBook:
         return [dataclasses.replace(target) for target in self._targets.values()]
 
     def new_id(self) -> str:
-        """A fresh id ('target-1', 'target-2', ...) that no live target uses."""
-        while True:
-            candidate = f'target-{next(self._ids)}'
-            if candidate not in self._targets:
-                return candidate
+        """The next automatic id ('target-1', 'target-2', ...) that no live target uses. Asking does
+        not use it up: only start() does, so refused requests leave no gaps in the numbering."""
+        number = self._next_number
+        while f'target-{number}' in self._targets:
+            number += 1
+        return f'target-{number}'
 
     def start(self, target_id: str, label: str, box: tuple[float, float, float, float]) -> TrackedTarget:
         """Register a new target, or restart an existing one (its label kept unless a new one is given)."""
+        if target_id == self.new_id():
+            self._next_number = int(target_id.rsplit('-', 1)[1]) + 1
         previous = self._targets.get(target_id)
         label = label or (previous.label if previous else 'target')
         self._targets[target_id] = TrackedTarget(target_id, label, box)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import sys
 import threading
 import time
 import traceback
@@ -41,10 +43,11 @@ from stark_ros.msg import TrackerStatus
 from stark_ros.srv import CancelTarget, InitTarget
 
 from . import messages
-from .frame_buffer import Frame, FrameBuffer, format_stamp, stamp_to_ns
+from .frame_buffer import Frame, FrameBuffer, NoFrameYet, format_stamp, stamp_to_ns
 from .image_conversion import ImageConversionError, compressed_to_rgb, image_to_rgb, rgb_to_image_msg
 from .model_loader import ModelLoader
 from .node_stats import NodeStats
+from .node_usage import parse_node_args
 from .parameters import RELOAD_KEYS, SPECS, change_problem, declare_all, unused_qos_overrides
 from .target_states import TargetBook, TargetState, TrackedTarget
 
@@ -55,6 +58,7 @@ TORCH_DEFAULT_THREADS = torch.get_num_threads()
 # Errors a model load may raise: CheckpointError and torch's errors are RuntimeErrors; ConfigError
 # and TrackerError are ValueErrors.
 LOAD_ERRORS = (RuntimeError, ValueError, OSError, MemoryError)
+EXIT_MODEL_LOAD_FAILED = 1  # tracker_node's exit status when model.exit_on_load_failure stops it
 
 
 def _logged_not_raised(callback: Callable) -> Callable:
@@ -102,6 +106,7 @@ class TrackerCore:
         self._configured = False  # a model load was attempted (start-up, or lifecycle configure)
         self._cpu_threads_in_force: int | None = None  # read on the inference thread
         self._camera = None
+        self._subscribed_at: float | None = None
         self._publishers_since: float | None = None
         self._silence_reported = False
         self._entities: list = []  # services and timers of the running node
@@ -156,7 +161,8 @@ class TrackerCore:
         if self._camera is not None:
             self.destroy_subscription(self._camera)
             self._camera = None
-        self._publishers_since, self._silence_reported = None, False
+        self._subscribed_at = self._publishers_since = None
+        self._silence_reported = False
 
     def _camera_topic(self) -> str:
         """The image topic; compressed transport appends /compressed to the name after remapping,
@@ -180,6 +186,7 @@ class TrackerCore:
         self._camera = self.create_subscription(
             message_type, self._camera_topic(), lambda msg: self._on_image(msg, convert), qos,
             qos_overriding_options=QoSOverridingOptions.with_default_policies())
+        self._subscribed_at = time.monotonic()
         for problem in unused_qos_overrides(self):
             if problem not in self._config_problems:
                 self._report_config_problem(problem)
@@ -260,24 +267,60 @@ class TrackerCore:
         self._stats.frame_received(now, dropped)
 
     def _input_warning(self, now: float) -> str | None:
-        """Publishers exist but nothing arrived for input.no_frames_warning_s: the likely cause."""
-        publishers = self._camera.get_publisher_count() if self._camera is not None else 0
-        if publishers == 0:
-            self._publishers_since, self._silence_reported = None, False
+        """No frame arrived for input.no_frames_warning_s: the likely cause (no publisher at all, a
+        QoS mismatch, frames too large), logged once per silence and returned for /diagnostics."""
+        if self._camera is None or self._subscribed_at is None:
             return None
-        if self._publishers_since is None:
-            self._publishers_since = now
+        publishers = self._camera.get_publisher_count()
+        if publishers == 0:
+            self._publishers_since = None
+            since = self._subscribed_at
+        else:
+            # The silence of present publishers counts from when they appeared.
+            self._publishers_since = self._publishers_since or now
+            since = self._publishers_since
         last = self._stats.last_arrival
-        silent_s = now - max(self._publishers_since, last if last is not None else -np.inf)
+        silent_s = now - max(since, last if last is not None else -np.inf)
         if silent_s < self._settings['input.no_frames_warning_s']:
             self._silence_reported = False
             return None
-        warning = (f'{publishers} publisher(s) on {self._camera.topic_name} but no frame arrived for '
-                   f'{silent_s:.0f} s: {self._silence_cause()}')
+        if publishers == 0:
+            warning = (f'no frame arrived for {silent_s:.0f} s on {self._camera.topic_name}: '
+                       f'{self._no_publisher_hint()}')
+        else:
+            warning = (f'{publishers} publisher(s) on {self._camera.topic_name} but no frame arrived for '
+                       f'{silent_s:.0f} s: {self._silence_cause()}')
         if not self._silence_reported:
             self.get_logger().warning(warning)
             self._silence_reported = True
         return warning
+
+    def _no_publisher_hint(self) -> str:
+        """Why a topic without publishers stays silent: image topics that do have some, and the remap."""
+        others = self._camera_candidates()
+        seen = f'; image topics with publishers: {", ".join(others)}' if others else ''
+        base = self._settings['input.image_topic']
+        return (f'it has 0 publishers{seen}. Point the node at your camera: image_topic:=/your/camera '
+                f'(ros2 launch), or --ros-args -r {base}:=/your/camera (ros2 run)')
+
+    def _camera_candidates(self, limit: int = 5) -> list[str]:
+        """Topics of our input type that someone publishes (our own debug image excluded)."""
+        wanted = 'sensor_msgs/msg/' + ('CompressedImage' if self._settings['input.transport'] == 'compressed'
+                                       else 'Image')
+        ours = self._debug_pub.topic_name if self._outputs_ready else None
+        names = [name for name, types in self.get_topic_names_and_types()
+                 if wanted in types and name not in (ours, self._camera.topic_name)
+                 and self.count_publishers(name) > 0]
+        return names[:limit]
+
+    def _camera_state(self) -> str:
+        """For a refusal before the first frame: the topic listened to and who publishes on it."""
+        if self._camera is None:
+            return ' (the node is not subscribed to a camera)'
+        publishers = self._camera.get_publisher_count()
+        if publishers == 0:
+            return f' on {self._camera.topic_name}: {self._no_publisher_hint()}'
+        return f' on {self._camera.topic_name} ({publishers} publisher(s))'
 
     def _silence_cause(self) -> str:
         ours = self._camera.qos_profile.reliability
@@ -346,6 +389,8 @@ class TrackerCore:
             return fail(f'target_id is {len(request.target_id)} characters long; at most {MAX_TARGET_ID_LENGTH}')
         try:
             frame = self._frames.find(stamp_to_ns(request.stamp))
+        except NoFrameYet as error:
+            return fail(f'{error}{self._camera_state()}')
         except LookupError as error:
             return fail(str(error))
         box = (request.x, request.y, request.width, request.height)
@@ -443,6 +488,7 @@ class TrackerCore:
     @_logged_not_raised
     def _publish_diagnostics(self) -> None:
         now = time.monotonic()
+        self._stats.measure_rates(now)  # the rates stark/status carries until the next period
         figures = self._stats.snapshot(now)
         loading = self._loader.busy()
         info = dict(self._model_info) if self._model_info else {'backend': self._settings['model.backend']}
@@ -474,13 +520,23 @@ class TrackerCore:
         self._loader.close()
 
 
+class ModelLoadFailed(RuntimeError):
+    """The plain node could not load its model and model.exit_on_load_failure is true."""
+
+
 class TrackerNode(TrackerCore, Node):
     """The plain node: loads the model and runs from construction on."""
 
     def __init__(self, **kwargs: Any) -> None:
         Node.__init__(self, NODE_NAME, **kwargs)
         self._init_core()
-        self._load_now()
+        problem = self._load_now()
+        if problem and self._settings['model.exit_on_load_failure']:
+            self.get_logger().fatal(f'exiting with status {EXIT_MODEL_LOAD_FAILED} '
+                                    f'(model.exit_on_load_failure is true): {problem}')
+            self._loader.close()
+            self.destroy_node()
+            raise ModelLoadFailed(problem)
         self._create_outputs()
         self._start()
 
@@ -559,9 +615,16 @@ def draw_boxes(rgb: np.ndarray, targets: list[TrackedTarget]) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None, managed: bool = False) -> int:
-    """Run the node until Ctrl-C; `managed` runs the lifecycle form."""
-    rclpy.init(args=argv)
-    node = ManagedTrackerNode() if managed else TrackerNode()
+    """Run the node until Ctrl-C; `managed` runs the lifecycle form. `argv`: the arguments after the
+    program name (default: the command line's)."""
+    args = sys.argv[1:] if argv is None else argv
+    parse_node_args(args, 'managed_tracker_node' if managed else 'tracker_node', managed)
+    rclpy.init(args=[sys.argv[0], *args])
+    try:
+        node = ManagedTrackerNode() if managed else TrackerNode()
+    except ModelLoadFailed:  # logged by the node
+        rclpy.try_shutdown()
+        return EXIT_MODEL_LOAD_FAILED
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -569,6 +632,10 @@ def main(argv: list[str] | None = None, managed: bool = False) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Under ros2 launch, Ctrl-C reaches the node twice (from the terminal, then from launch): a
+        # second KeyboardInterrupt must not cut the clean shutdown short (launch escalates to
+        # SIGTERM and SIGKILL if it ever hangs).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()

@@ -1,6 +1,10 @@
-"""Shared test set-up: an isolated DDS domain per run, and access to ../shared/reference."""
+"""Shared test set-up: an isolated DDS domain per run, access to ../shared/reference, and the ROS 2
+command-line tools (ros2, launch_testing)."""
+import importlib.util
+import logging
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,9 @@ def pytest_configure(config):
     # Keep this run's DDS traffic on loopback and away from other runs on the same machine.
     os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid()).randint(1, 100)))
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    # launch_testing's pytest plugin imports launch, which makes every logger created afterwards a
+    # LaunchLogger that does not propagate: caplog would see nothing of stark_training's logs.
+    logging.setLoggerClass(logging.Logger)
 
 
 @pytest.fixture(scope='session')
@@ -23,3 +30,17 @@ def shared_reference() -> Path:
             pytest.fail(f'{SHARED_REFERENCE} is missing, and CI=true requires it')
         pytest.skip(f'{SHARED_REFERENCE} is absent (a user clone without ../shared)')
     return SHARED_REFERENCE
+
+
+def require_ros2_tools(module: str = 'launch_testing', executable: str = 'ros2') -> None:
+    """Skip the calling test module where the ROS 2 tools are missing (a user clone without ../shared
+    and without a distro); under CI=true that is a failure, so CI never silently skips them."""
+    missing = [name for name, found in ((module, importlib.util.find_spec(module)),
+                                        (executable, shutil.which(executable))) if not found]
+    if not missing:
+        return
+    message = (f'{" and ".join(missing)} not found: `make setup` installs the ROS 2 tools from '
+               '../shared/vendor/ros2_python_tools_kilted, or source a ROS 2 distro first')
+    if os.environ.get('CI') == 'true':
+        pytest.fail(f'{message} (CI=true requires them)', pytrace=False)
+    pytest.skip(message, allow_module_level=True)

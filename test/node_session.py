@@ -21,12 +21,17 @@ def write_lite_checkpoint(folder: Path, seed: int) -> Path:
     return save_checkpoint(folder / 'lite.pth.tar', model.network, model.variant)
 
 
-def start(parameters: dict, node_kwargs: dict | None = None, **client_kwargs) -> tuple[NodeProcess, NodeClient]:
-    """A node process with these parameters and a client that has seen it come up."""
+def start(parameters: dict, node_kwargs: dict | None = None, ready=None,
+          **client_kwargs) -> tuple[NodeProcess, NodeClient]:
+    """A node process with these parameters and a client that has seen it come up (by default:
+    services offered and our camera publisher matched; `ready(client)` decides otherwise)."""
     node = NodeProcess(parameters, **(node_kwargs or {}))
     peer = NodeClient(node.namespace, **client_kwargs)
     try:
-        peer.wait_for_node(node=node)
+        if ready is None:
+            peer.wait_for_node(node=node)
+        else:
+            peer.wait_until(lambda: ready(peer), 60.0, 'the node to come up', node)
     except Exception:
         peer.close()
         node.stop()

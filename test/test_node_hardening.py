@@ -91,6 +91,34 @@ def test_compressed_transport_follows_a_remap_of_the_base_topic(lite_checkpoint,
         finish(node, peer)
 
 
+# ------------------------------------------------------------------------ a camera topic nobody publishes
+def test_a_camera_topic_without_publishers_is_named_with_the_remap_to_use(lite_checkpoint):
+    """The camera publishes elsewhere (a wrong image_topic): the node's log, /diagnostics and the init
+    refusal name the subscribed topic, its 0 publishers, the topic that has a camera, and the remap."""
+    elsewhere = f'/cam_{uuid.uuid4().hex[:8]}/image_raw'
+    node, peer = start({'model.checkpoint': lite_checkpoint, 'model.device': 'cpu',
+                        'input.no_frames_warning_s': 0.5, 'output.diagnostics_period': 0.3},
+                       camera_topic=elsewhere, ready=lambda client: client.init_client.service_is_ready())
+    try:
+        subscribed = f'{node.namespace}/image'
+        peer.wait_until(lambda: peer.camera.get_subscription_count() == 0 and elsewhere in
+                        peer.latest_diagnostics().get('message', ''), timeout=20,
+                        what='a WARN that names the topic with a publisher', node=node)
+        message = peer.latest_diagnostics()['message']
+        assert peer.latest_diagnostics()['level'] == DiagnosticStatus.WARN
+        for text in (f'on {subscribed}: it has 0 publishers', f'image topics with publishers: {elsewhere}',
+                     'image_topic:=/your/camera (ros2 launch)', '--ros-args -r image:=/your/camera (ros2 run)'):
+            assert text in message, message
+        assert 'no frame arrived for' in node.log() and f'on {subscribed}: it has 0 publishers' in node.log()
+        refused = peer.init_target((10, 10, 40, 40))
+        assert not refused.success
+        assert refused.message.startswith(f'no camera frame has been received yet on {subscribed}: it has 0 '
+                                          'publishers'), refused.message
+        assert '-r image:=/your/camera' in refused.message
+    finally:
+        finish(node, peer)
+
+
 # ------------------------------------------------------------------ one reliable node, many checks
 @pytest.fixture(scope='module')
 def reliable(lite_checkpoint, tmp_path_factory):
@@ -130,7 +158,10 @@ def test_cpu_threads_changed_at_run_time_reach_the_inference_thread(reliable, se
     node, peer = reliable
     feed_until(peer, sequence, lambda: peer.latest_diagnostics().get('cpu_threads') == '1',
                'one CPU thread in force', node=node)
-    started = peer.init_target(sequence.boxes[0][0], target_id='threads')
+    # cpu_threads is in force before any frame arrives (the inference thread sets it at once): under
+    # load the init request used to overtake the first frame. Wait until the node answered frame 0.
+    show(peer, sequence, 0, node=node)
+    started = peer.init_target(sequence.boxes[0][0], stamp(0), target_id='threads')
     assert started.success, started.message
     for index in range(1, 4):
         show(peer, sequence, index, node=node)
@@ -147,6 +178,27 @@ def test_cpu_threads_changed_at_run_time_reach_the_inference_thread(reliable, se
                'diagnostics reporting the 2 threads in force', node=node)
     assert peer.set_parameter('model.cpu_threads', 1).successful
     assert peer.cancel(cancel_all=True).success
+
+
+def test_status_and_diagnostics_report_the_same_frame_rates(reliable, sequence):
+    """TrackerStatus carries the rates measured for the latest /diagnostics: at 5 Hz input, every
+    status after the first measurement repeats a diagnostics value (not a sample of its own)."""
+    node, peer = reliable
+    with peer._lock:
+        first_status, first_diagnostics = len(peer.statuses), len(peer.diagnostics)
+    for index in range(25):
+        peer.publish(sequence.frames[index % len(sequence.frames)], stamp(index % len(sequence.frames)))
+        time.sleep(0.2)
+    time.sleep(0.5)
+    with peer._lock:
+        measured = [(float(d['input_fps']), float(d['processed_fps'])) for d in peer.diagnostics[first_diagnostics:]]
+        reported = [(s.input_fps, s.processed_fps) for s in peer.statuses[first_status:]]
+    assert len(measured) >= 5 and len(reported) >= 10, (measured, reported)
+    later = reported[len(reported) // 3:]  # statuses after a few measurements at 5 Hz
+    for input_fps, processed_fps in later:
+        assert any(abs(input_fps - m_in) < 0.006 and abs(processed_fps - m_out) < 0.006 for m_in, m_out in measured), \
+            f'status {input_fps:.3f}/{processed_fps:.3f} fps is none of the diagnostics values {measured}'
+    assert 3.0 < sorted(m_in for m_in, _ in measured)[len(measured) // 2] < 7.0, measured
 
 
 def test_no_frames_from_present_publishers_warn_with_the_cause(reliable, sequence):

@@ -86,10 +86,14 @@ def test_zero_patience_loses_at_once_and_low_first_score_tracks_within_patience(
 
 def test_ids_labels_restart_and_removal():
     book = TargetBook()
-    first, second = book.new_id(), book.new_id()
-    assert first != second and first.startswith('target-')
+    assert book.new_id() == book.new_id() == 'target-1', 'asking (a request that may be refused) uses no id up'
+    book.start(book.new_id(), '', (0, 0, 1, 1))
     book.start('target-3', 'x', (0, 0, 1, 1))
+    assert book.new_id() == 'target-2'
+    book.start(book.new_id(), '', (0, 0, 1, 1))
     assert book.new_id() == 'target-4', 'ids in use are skipped'
+    book.remove('target-1')
+    book.remove('target-2')
     book.start('a', 'dog', (0, 0, 1, 1))
     book.update({'a': result('a', 0.9, 5)}, 0.5, 3)
     restarted = book.start('a', '', (5, 5, 1, 1))
@@ -114,9 +118,12 @@ def test_rates_and_latency_percentiles():
     for index in range(100):
         stats.frame_received(10.0 + index / 30, dropped_pending=index % 10 == 9)
         stats.frame_processed(arrival=10.0 + index / 30, now=10.0 + index / 30 + (index + 1) / 1000)
-    figures = stats.snapshot(now=10.0 + 99 / 30)
-    assert (figures.frames_received, figures.frames_processed, figures.frames_dropped) == (100, 100, 10)
-    assert figures.drop_rate == pytest.approx(0.1)
+    assert stats.snapshot(now=10.0 + 99 / 30).input_fps == 0.0, 'rates exist only once measured'
+    assert stats.measure_rates(now=10.0 + 99 / 30)[0] == pytest.approx(30.0, rel=0.01)
+    stats.frame_received(20.0, dropped_pending=False)
+    figures = stats.snapshot(now=20.0)  # still the measured rates: /diagnostics and stark/status agree
+    assert (figures.frames_received, figures.frames_processed, figures.frames_dropped) == (101, 100, 10)
+    assert figures.drop_rate == pytest.approx(10 / 101)
     assert figures.latency_p50_ms == pytest.approx(50.5, abs=0.01)
     assert figures.latency_p99_ms == pytest.approx(99.01, abs=0.01)
     assert figures.input_fps == pytest.approx(30.0, rel=0.01)

@@ -14,7 +14,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import CompressedImage, Image
 
-from stark_ros.driver import NodeClient
+from stark_ros.driver import NodeClient, NodeProcess
 from stark_ros.frame_buffer import set_stamp
 from stark_ros.msg import TargetStatus
 from stark_training.synthetic import make_sequence
@@ -63,7 +63,8 @@ def test_refuses_init_before_any_frame(lite_checkpoint):
     node, peer = start({'model.checkpoint': lite_checkpoint, 'model.device': 'cpu'})
     try:
         response = peer.init_target((10, 10, 40, 40))
-        assert not response.success and response.message == 'no camera frame has been received yet'
+        assert not response.success
+        assert response.message == f'no camera frame has been received yet on {node.namespace}/image (1 publisher(s))'
     finally:
         finish(node, peer)
 
@@ -230,6 +231,33 @@ def test_unloadable_checkpoint_keeps_the_node_up_until_a_good_one_is_set(tmp_pat
         finish(node, peer)
 
 
+def test_exit_on_load_failure_ends_the_plain_node_with_status_1(tmp_path):
+    node = NodeProcess({'model.checkpoint': tmp_path / 'missing.pth.tar', 'model.device': 'cpu',
+                        'model.exit_on_load_failure': True})
+    try:
+        code = node.process.wait(timeout=60)
+    finally:
+        node.stop()
+    assert code == 1, f'status {code}:\n{node.log()}'
+    assert 'exiting with status 1 (model.exit_on_load_failure is true): cannot load model' in node.log()
+    assert 'Traceback' not in node.log()
+
+
+def test_target_ids_advance_only_on_success(running, sequence):
+    node, peer = running
+    peer.cancel(cancel_all=True)
+    show(peer, sequence, 30)
+    first = peer.init_target(sequence.boxes[30][0], stamp(30))
+    assert first.success and first.target_id.startswith('target-'), first.message
+    number = int(first.target_id.rsplit('-', 1)[1])
+    for box in ((1000, 1000, 10, 10), (10, 10, 0, 20), (10, 10, math.nan, 20)):
+        refused = peer.init_target(box, stamp(30))
+        assert not refused.success and refused.target_id == ''
+    second = peer.init_target(sequence.boxes[30][1], stamp(30))
+    assert second.success and second.target_id == f'target-{number + 1}', 'refusals used no ids up'
+    peer.cancel(cancel_all=True)
+
+
 def test_compressed_transport(lite_checkpoint, sequence):
     node, peer = start({'model.checkpoint': lite_checkpoint, 'model.device': 'cpu',
                         'input.transport': 'compressed', 'tracking.lost_threshold': 0.0}, compressed=True)
@@ -323,6 +351,7 @@ def test_stark_init_command_line_client(running, sequence):
                          '--stamp', '1700000002.0')
     assert started.returncode == 0, started.stderr
     assert "tracking 'cli-1' (label 'cli')" in started.stdout and 'stamped 1700000002.000000000' in started.stdout
+    assert started.stdout.count('cli-1') == 1, f'the id is printed once: {started.stdout}'
     refused = stark_init(node.namespace, '1000', '1000', '10', '10')
     assert refused.returncode == 1 and 'refused' in refused.stderr and 'lies outside' in refused.stderr
     cancelled = stark_init(node.namespace, '--cancel-all')

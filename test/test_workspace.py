@@ -106,10 +106,37 @@ def test_setup_rerun_is_a_no_op():
     out = run([sys.executable, str(REPO_ROOT / 'tools' / 'setup_workspace.py')], cwd=REPO_ROOT).stdout
     elapsed = time.monotonic() - started
     assert '[setup] $ ' not in out, f'a re-run executed commands:\n{out}'
-    for step in ('virtual environment', 'python packages', 'vision_msgs', 'colcon build'):
+    for step in ('virtual environment', 'python packages', 'ros2 tools', 'vision_msgs', 'colcon build'):
         assert f'[setup] {step}:' in out
     assert 'up to date' in out.split('[setup] colcon build:')[1]
     assert elapsed < 20, f'setup re-run took {elapsed:.1f} s'
+
+
+def test_setup_without_the_vendored_ros2_tools_says_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(setup_workspace, 'ROS2_TOOLS', tmp_path / 'no_shared' / 'ros2_python_tools_kilted')
+    outcome = setup_workspace.ensure_ros2_tools(setup_workspace.Mode(distro=None), force=False)
+    assert outcome.startswith('skipped: `ros2` (launch, service call')
+    assert str(tmp_path / 'no_shared') in outcome and 'source /opt/ros/$ROS_DISTRO/setup.bash' in outcome
+    assert 'Everything else works' in outcome
+
+
+def test_missing_ros2_tools_skip_the_launch_tests_but_fail_them_under_ci(monkeypatch):
+    from conftest import require_ros2_tools
+    monkeypatch.delenv('CI', raising=False)
+    with pytest.raises(pytest.skip.Exception, match='no_such_tool_module not found'):
+        require_ros2_tools('no_such_tool_module')
+    monkeypatch.setenv('CI', 'true')
+    with pytest.raises(pytest.fail.Exception, match='CI=true requires them'):
+        require_ros2_tools('no_such_tool_module')
+
+
+def test_the_ros2_tools_are_installed_where_the_vendored_sources_are():
+    if not setup_workspace.ROS2_TOOLS.is_dir():
+        pytest.skip(f'{setup_workspace.ROS2_TOOLS} is absent')
+    assert (setup_workspace.STAMP_DIR / 'ros2-tools.stamp').is_file()
+    version = run([sys.executable, '-c', 'import pytest, launch_testing; print(pytest.__version__)']).stdout
+    assert int(version.split('.')[0]) < 9, 'Kilted launch_testing breaks pytest 9'
+    assert shutil.which('ros2') == str(Path(sys.prefix) / 'bin' / 'ros2')
 
 
 @pytest.mark.slow

@@ -5,9 +5,11 @@ Steps, each skipped when its inputs have not changed since the last run:
   1. a virtual environment at .venv/ (with the system site-packages where a ROS 2 distro is sourced);
   2. PyTorch, then either the ROS 2 wheels from PyPI (no distro sourced) or colcon if missing,
      then this project's Python dependencies (setup.py extras);
-  3. the vision_msgs stand-in (underlay/vision_msgs) built into .underlay/, only where no real
+  3. without a distro, the ROS 2 command-line tools (ros2, launch, launch_testing) from
+     ../shared/vendor/ros2_python_tools_kilted/, where that folder exists;
+  4. the vision_msgs stand-in (underlay/vision_msgs) built into .underlay/, only where no real
      vision_msgs is importable;
-  4. `colcon build --symlink-install` of stark_ros into install/.
+  5. `colcon build --symlink-install` of stark_ros into install/.
 Standard library only: it runs before anything else is installed.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,8 @@ WHEEL_BUILD_INCLUDE = '/opt/python/cp311-cp311/include/python3.11'
 WHEEL_BUILD_NUMPY = '/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include'
 PUBLIC_PY_INCLUDES = ('target_include_directories(${_target_name_lib} PUBLIC ${Python3_INCLUDE_DIRS} '
                       '${Python3_NumPy_INCLUDE_DIRS})')
+# Kilted's pure-Python ROS 2 tools (no wheels on PyPI): released sources and their installer.
+ROS2_TOOLS = ROOT.parent / 'shared' / 'vendor' / 'ros2_python_tools_kilted'
 # Files and folders whose names (not contents: installs are symlinks) decide the colcon install.
 INSTALLED_TREES = ('stark_ros', 'stark_model', 'stark_training', 'launch', 'config')
 
@@ -247,6 +252,31 @@ def ensure_python_packages(mode: Mode, force: bool) -> str:
     return '; '.join(done)
 
 
+def ros2_tools_absent_hint() -> str:
+    return ('`ros2` (launch, service call, topic echo, param, lifecycle) and test/test_launch.py are '
+            f'absent: {ROS2_TOOLS} was not found. Everything else works; for the ros2 tools source a '
+            'ROS 2 distro (source /opt/ros/$ROS_DISTRO/setup.bash) before `make setup`, or put '
+            'ros2_python_tools_kilted/ (sources.tar.xz, install.sh) there')
+
+
+def ensure_ros2_tools(mode: Mode, force: bool) -> str:
+    """Install ros2 launch/CLI/launch_testing into .venv from the vendored Kilted sources (PyPI mode)."""
+    if not mode.from_pypi:
+        return f'from the sourced distro ({"found" if shutil.which("ros2") else "ros2 not on PATH"})'
+    archive, installer = ROS2_TOOLS / 'sources.tar.xz', ROS2_TOOLS / 'install.sh'
+    if not (archive.is_file() and installer.is_file()):
+        return 'skipped: ' + ros2_tools_absent_hint()
+    # Hashing the 228 KB archive keeps a re-run quick and still notices a new release set.
+    key = fingerprint(archive, installer, STAMP_DIR / 'python.stamp')
+    if not force and stamp_matches('ros2-tools', key) and (VENV / 'bin' / 'ros2').is_file():
+        return 'ros2 tools in .venv are up to date'
+    with tempfile.TemporaryDirectory(prefix='ros2_tools_') as sources:
+        run(['tar', '-xJf', str(archive), '-C', sources])
+        run(['bash', str(installer), str(VENV), sources], env=workspace_env(mode, with_underlay=False), quiet=True)
+    write_stamp('ros2-tools', key)
+    return f'installed ros2, launch and launch_testing into .venv from {ROS2_TOOLS}'
+
+
 SAMPLE_MEDIA = Path('/usr/share/doc/opencv-doc/examples/data')
 SAMPLE_MEDIA_PACKAGE = 'opencv-doc'  # Debian/Ubuntu: vtest.avi (the demo) and the test photos
 
@@ -346,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f'mode: {mode.describe()}')
         steps = [('virtual environment', lambda: ensure_venv(mode)),
                  ('python packages', lambda: ensure_python_packages(mode, args.force)),
+                 ('ros2 tools', lambda: ensure_ros2_tools(mode, args.force)),
                  ('vision_msgs', lambda: ensure_vision_msgs(mode, args.force)),
                  ('colcon build', lambda: build_workspace(mode, args.force)),
                  ('sample media', ensure_sample_media)]
