@@ -28,7 +28,7 @@ class LoadedModel:
 
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / 'default_model'
-DEFAULT_MODEL_FILE = 'stark_lite_effnet.pth.tar'
+DEFAULT_MODEL_FILE = 'stark_lite_nano.pth.tar'
 
 
 def default_checkpoint() -> Path:

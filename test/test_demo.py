@@ -1,8 +1,7 @@
-"""make demo's program on the real clip: the node keeps the pedestrian's track alive, inside the
-frame and on her (checked against centres labelled by hand), and the annotated video, per-frame
-CSV and summary are written (first 40 frames only)."""
+"""make demo's program on the real clip: the node follows the chosen pedestrian through the whole
+25.5 s it plays (checked against boxes labelled by hand at 15 moments), answers nearly every frame,
+and writes the annotated video, per-frame CSV and summary."""
 import csv
-import math
 import os
 import subprocess
 import sys
@@ -10,56 +9,67 @@ import sys
 import cv2
 import pytest
 
-from stark_ros.demo import VTEST, VTEST_TARGET
+from stark_ros.demo import VTEST, VTEST_START, VTEST_TARGET
 
-FRAMES = 40
-# The pedestrian of VTEST_TARGET (a woman in black walking left), her centre labelled by eye on
-# frames 10, 20 and 30 of vtest.avi (about +-5 px; on frame 30 she is half hidden by the sign).
-LABELLED_CENTRES = {10: (566, 282), 20: (460, 274), 30: (415, 260)}
-# She walks about 10 px a frame; the next person is over 90 px from her on these frames.
-CENTRE_TOLERANCE_PX = 45
+# The man in the maroon-and-navy puffer jacket (VTEST_TARGET on frame VTEST_START = 540), labelled by
+# eye on zoomed frames of vtest.avi (no tracker involved), about +-3 px on the centre and +-4 px on the
+# size: video frame -> (centre x, centre y, width, height). Frames 560 and 700 are partly hidden
+# (a woman in front of him; his legs behind the sign board).
+LABELLED_BOXES = {
+    544: (231, 447, 72, 136), 560: (192, 421, 36, 136), 580: (254, 402, 47, 131), 600: (480, 360, 51, 115),
+    620: (598, 314, 39, 104), 640: (661, 258, 37, 92), 660: (631, 218, 30, 83), 680: (525, 193, 26, 71),
+    690: (460, 190, 29, 71), 700: (415, 189, 22, 71), 720: (316, 204, 28, 74), 740: (284, 237, 31, 81),
+    760: (261, 281, 42, 91), 780: (370, 314, 41, 103), 794: (462, 326, 50, 103),
+}
+# The tracked box's centre must lie in his labelled box widened by this share of its size on each side
+# (the box is checked on answered frames up to 2 frames away; he walks at most 6 px a frame).
+MARGIN = 0.25
+
+
+def _on_him(row: dict, label: tuple[int, int, int, int]) -> bool:
+    cx, cy, w, h = label
+    x, y, bw, bh = (float(row[k]) for k in ('x', 'y', 'w', 'h'))
+    half_w, half_h = w * (0.5 + MARGIN) + 12, h * (0.5 + MARGIN) + 12
+    return abs(x + bw / 2 - cx) <= half_w and abs(y + bh / 2 - cy) <= half_h
 
 
 @pytest.mark.slow
-def test_demo_tracks_the_pedestrian_of_the_real_clip(tmp_path):
+def test_demo_follows_the_pedestrian_through_the_whole_clip(tmp_path):
     if not VTEST.is_file():
         if os.environ.get('CI') == 'true':
             pytest.fail(f'{VTEST} is missing, and CI=true requires it (make setup installs opencv-doc)')
         pytest.skip(f'{VTEST} is absent (Debian package opencv-doc)')
-    result = subprocess.run([sys.executable, '-m', 'stark_ros.demo', '--frames', str(FRAMES), '--out-dir',
-                             str(tmp_path)], capture_output=True, text=True, timeout=400)
+    result = subprocess.run([sys.executable, '-m', 'stark_ros.demo', '--out-dir', str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert 'stark_ros demo summary' in result.stdout and 'default model' in result.stdout
 
     with open(tmp_path / 'tracks.csv') as file:
         rows = list(csv.DictReader(file))
-    assert len(rows) == FRAMES and rows[0]['state'] == 'INIT'
+    assert len(rows) == 795 - VTEST_START and rows[0]['state'] == 'INIT'
     answered = [row for row in rows[1:] if row['x']]
-    # The node skips to the newest frame when busy: under load it answers only some of them.
-    assert len(answered) >= 5, f'the node answered only {len(answered)} frames'
+    # The node skips to the newest frame when busy; on a quiet 2-core machine it answers them all.
+    assert len(answered) >= 0.8 * (len(rows) - 1), f'the node answered only {len(answered)} frames'
     width, height = 768, 576
     for row in answered:
         x, y, w, h = (float(row[k]) for k in ('x', 'y', 'w', 'h'))
         assert 0 <= x and 0 <= y and x + w <= width and y + h <= height and w > 0 and h > 0
         assert float(row['latency_ms']) > 0 and row['state'] in ('TRACKING', 'LOST')
-    assert answered[-1]['state'] == 'TRACKING', 'the track was lost by the end of the clip'
-    # The box is the network's, frame by frame: it must not stay frozen at the starting box.
     assert any(abs(float(row['x']) - VTEST_TARGET[0]) > 2 for row in answered), 'the box never moved'
-    # ... and it stays on her: on the answered frames next to the labelled ones (the node skips frames).
     checked = 0
-    for frame, (cx, cy) in LABELLED_CENTRES.items():
-        for row in (r for r in answered if abs(int(r['frame']) - frame) <= 2):
-            x, y, w, h = (float(row[k]) for k in ('x', 'y', 'w', 'h'))
-            off = math.hypot(x + w / 2 - cx, y + h / 2 - cy)
-            allowed = CENTRE_TOLERANCE_PX + 10 * abs(int(row['frame']) - frame)
-            assert off <= allowed, f'frame {row["frame"]}: the box centre is {off:.0f} px from the pedestrian'
-            checked += 1
-    assert checked >= 2, 'too few answered frames near the labelled ones'
+    for frame, label in LABELLED_BOXES.items():
+        near = [r for r in answered if abs(int(r['frame']) + VTEST_START - frame) <= 2]
+        for row in near:
+            assert _on_him(row, label), (f'frame {int(row["frame"]) + VTEST_START}: the box {row["x"]}, '
+                                         f'{row["y"]}, {row["w"]}, {row["h"]} is off the pedestrian {label}')
+        checked += bool(near)
+    assert checked >= 12, f'only {checked} of the {len(LABELLED_BOXES)} labelled moments had an answered frame'
 
     video = cv2.VideoCapture(str(tmp_path / 'demo.mp4'))
-    assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
+    assert video.isOpened() and int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(rows)
     summary = (tmp_path / 'summary.txt').read_text()
     assert 'latency' in summary and 'time tracked' in summary
+    assert 'answered frames by state: TRACKING' in summary and 'score: range' in summary
 
 
 @pytest.mark.slow

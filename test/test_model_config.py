@@ -6,7 +6,7 @@ from stark_model.config import ConfigError, available_variants, load_variant, va
 
 
 def test_shipped_variants():
-    assert available_variants() == ['lite', 'lite_effnet', 's50', 'st101', 'st50']
+    assert available_variants() == ['lite', 'lite_effnet', 'lite_nano', 's50', 'st101', 'st50']
     s50, st50, st101 = load_variant('s50'), load_variant('st50'), load_variant('ST101')
     assert (s50.model.backbone, st50.model.backbone, st101.model.backbone) == ('resnet50', 'resnet50', 'resnet101')
     assert not s50.model.score_head and st50.model.score_head and st101.model.score_head
@@ -56,7 +56,7 @@ def test_bad_config_names_the_key(tmp_path, mutate, message):
 
 
 def test_unknown_variant_and_unreadable_files(tmp_path):
-    with pytest.raises(ConfigError, match="unknown model variant 'st200'.*lite, lite_effnet, s50, st101, st50"):
+    with pytest.raises(ConfigError, match="unknown model variant 'st200'.*lite, lite_effnet, lite_nano, s50, st101, st50"):
         load_variant('st200')
     with pytest.raises(ConfigError, match='cannot read model config'):
         load_variant(tmp_path / 'absent.yaml')

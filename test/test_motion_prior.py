@@ -73,3 +73,38 @@ def test_tracker_applies_the_prior_through_the_backends_corner_logits(backend, t
     assert boxes[0.0] != boxes[2.0]
     for box in boxes[2.0]:
         assert all(np.isfinite(box))
+
+
+def test_size_damping_moves_the_size_part_way_and_keeps_the_predicted_centre():
+    from stark_model.tracker import damp_size_change
+
+    damped = damp_size_change([10.0, 20.0, 40.0, 20.0], [100.0, 50.0, 80.0, 60.0], 0.25)
+    assert damped[2:] == [50.0, 30.0]
+    assert (damped[0] + damped[2] / 2, damped[1] + damped[3] / 2) == (140.0, 80.0)
+    assert damp_size_change([0.0, 0.0, 4.0, 4.0], [1.0, 2.0, 8.0, 6.0], 1.0) == [1.0, 2.0, 8.0, 6.0]
+    for bad in (0.0, 1.5, float('inf')):
+        with pytest.raises(ConfigError, match='size_update_rate'):
+            TrackerConfig(2.0, 128, 5.0, 320, True, size_update_rate=bad)
+    for name in ('s50', 'st50', 'st101'):
+        assert load_variant(name).tracker.size_update_rate == 1.0
+
+
+def test_match_prior_gives_each_search_token_its_similarity_to_the_targets_template_cells():
+    from stark_model.network import MatchPrior, Tokens
+
+    prior = MatchPrior(template_cells=8, dim=4)
+    assert prior.centre.tolist()[:4] == [18, 19, 20, 21] and len(prior.centre) == 16  # rows/cols 2..5 of 8x8
+    with torch.no_grad():
+        prior.proj.weight.copy_(torch.eye(4, 16))  # read the first 4 similarities back out
+        prior.proj.bias.zero_()
+    template = torch.randn(64, 1, 4)
+    search = torch.zeros(9, 1, 4)
+    search[3] = template[18] * 5.0  # a search cell that looks like the target's first cell
+    tokens = Tokens(torch.cat([template, search]), torch.zeros(1, 73, dtype=torch.bool), torch.zeros(73, 1, 4))
+    with torch.no_grad():
+        out = prior(tokens, search_cells=9)
+    assert torch.equal(out.features[:64], template)  # templates untouched
+    assert float(out.features[64 + 3, 0, 0]) == pytest.approx(float(search[3, 0, 0]) + 1.0, abs=1e-5)  # cosine 1
+    assert torch.equal(out.features[64 + 4], search[4])  # a zero cell has similarity 0 everywhere
+    for name in ('s50', 'st50', 'st101', 'lite', 'lite_effnet'):
+        assert not load_variant(name).model.match_prior
