@@ -1,6 +1,7 @@
 """Prediction heads: the corner box head and the STARK-ST score head."""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -91,8 +92,7 @@ def windowed_corners(logits: torch.Tensor, previous: torch.Tensor, stride: int, 
     crop pixels. Returns xyxy (B, 4) in units of the crop side, as CornerHead."""
     cells = int(round(math.sqrt(logits.shape[-1])))
     size = cells * stride
-    coords = torch.arange(cells, dtype=torch.float32, device=logits.device) * stride
-    coord_x, coord_y = coords.repeat(cells), coords.repeat_interleave(cells)
+    coord_x, coord_y = (c.to(logits.device) for c in _cell_corners(cells, stride))
     corners = []
     for index in range(2):
         x0, y0 = previous[:, 2 * index:2 * index + 1], previous[:, 2 * index + 1:2 * index + 2]
@@ -100,6 +100,13 @@ def windowed_corners(logits: torch.Tensor, previous: torch.Tensor, stride: int, 
         prob = torch.softmax(logits[:, index].float() + weight * log_window, dim=1)
         corners += [(prob * coord_x).sum(dim=1), (prob * coord_y).sum(dim=1)]
     return torch.stack(corners, dim=1) / size
+
+
+@functools.lru_cache(maxsize=8)
+def _cell_corners(cells: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and y of every cell's corner in crop pixels, row-major (as CornerHead's coord_x/coord_y)."""
+    coords = torch.arange(cells, dtype=torch.float32) * stride
+    return coords.repeat(cells), coords.repeat_interleave(cells)
 
 
 def _log_cosine(distance: torch.Tensor, size: int) -> torch.Tensor:
