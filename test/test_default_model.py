@@ -31,7 +31,7 @@ def test_default_model_is_shipped_small_and_matches_its_checksum():
 
 def test_load_model_without_a_checkpoint_gives_the_default_model():
     model = load_model()
-    assert model.variant.variant == 'lite_effnet' and model.checkpoint.kind == 'stark_ros'
+    assert model.variant.variant == 'lite_nano' and model.checkpoint.kind == 'stark_ros'
     assert model.checkpoint.path == factory.default_checkpoint()
 
 

@@ -105,4 +105,4 @@ def test_lite_nano_variant_runs_and_is_inferred_from_its_weights():
     assert infer_variant(model.network.state_dict()) == 'lite_nano'
     with torch.no_grad():
         tokens = model.network.encode(torch.zeros(1, 3, 256, 256), torch.zeros(1, 256, 256, dtype=torch.bool))
-    assert tokens.features.shape == (256, 1, 128)
+    assert tokens.features.shape == (256, 1, model.variant.model.hidden_dim)
