@@ -52,7 +52,7 @@ setup(
             'stark-replay = stark_ros.replay:main',
             'stark-train = stark_training.cli:main',
             'stark-profile = stark_model.profile:main',
-            'stark-export = stark_model.export:main',
+            'stark-export = stark_model.export_cli:main',
         ],
     },
 )

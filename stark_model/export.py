@@ -10,7 +10,6 @@ bool masks stop TensorRT from parsing the graph, STARK issue #87); the graph com
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import warnings
@@ -133,26 +132,3 @@ def export_onnx(network: StarkNetwork, config: TrackerConfig) -> OnnxModels:
     graphs['decode'] = _export(DecodeGraph(network), args, TOKEN_NAMES, DECODE_OUTPUTS, dynamic)
     network.eval()  # the exporter restores the wrapper's mode; keep the network's eval for certain
     return OnnxModels(graphs)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """stark-export: write encode_template.onnx, encode_search.onnx and decode.onnx."""
-    from .checkpoint import CheckpointError
-    from .factory import load_model
-    parser = argparse.ArgumentParser(description='Export a STARK model to ONNX (encode and decode graphs).')
-    parser.add_argument('--checkpoint', default=None, help='STARK checkpoint (.pth.tar)')
-    parser.add_argument('--variant', default=None, help='variant name or YAML (needed with --untrained)')
-    parser.add_argument('--untrained', action='store_true', help='random weights (for speed tests only)')
-    parser.add_argument('--output', required=True, help='folder for the .onnx files')
-    args = parser.parse_args(argv)
-    try:
-        model = load_model(args.checkpoint, args.variant, allow_untrained=args.untrained)
-    except (ValueError, OSError, CheckpointError) as error:
-        parser.error(str(error))
-    for path in export_onnx(model.network, model.variant.tracker).write(args.output):
-        print(path)
-    return 0
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())

@@ -11,7 +11,7 @@ from backend_fixtures import lite_model, random_crops
 from stark_model import create_tracker, load_model
 from stark_model.backends import ArtifactCache, create_backend
 from stark_model.backends.onnx_models import cached_onnx
-from stark_model.export import main as export_main
+from stark_model.export_cli import main as export_main
 from stark_model.gpu_check import lowest_tracker_iou
 from stark_model.network import Tokens
 from stark_training.synthetic import make_sequence
