@@ -66,9 +66,13 @@ def initialise_backbone(network: StarkNetwork, config: TrainingConfig) -> None:
     """Stage 1: ImageNet weights from the user's file (torchvision ResNet layout; EfficientNet-Lite0:
     the weights package's file unless one is named), or random weights if asked."""
     path = config.model.pretrained_backbone
-    if network.config.backbone == 'nanotrack_v2' and path and not config.model.from_scratch:
+    if network.config.backbone == 'nanotrack_v2' and not config.model.from_scratch:
         from stark_model.backbones.nanotrack import load_onnx_weights
 
+        if not path:
+            raise ConfigError(f'{config.source}: the nanotrack_v2 backbone starts from NanoTrack v2\'s released '
+                              'nanotrack_backbone_sim.onnx: name it with model.pretrained_backbone '
+                              '(or --pretrained-backbone FILE), or pass --from-scratch')
         # NanoTrack v2's tracking-trained backbone, read from its released ONNX file.
         load_onnx_weights(network.backbone[0].body, path)
         LOG.info('backbone initialised from NanoTrack v2 weights %s', path)

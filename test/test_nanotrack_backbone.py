@@ -106,3 +106,22 @@ def test_lite_nano_variant_runs_and_is_inferred_from_its_weights():
     with torch.no_grad():
         tokens = model.network.encode(torch.zeros(1, 3, 256, 256), torch.zeros(1, 256, 256, dtype=torch.bool))
     assert tokens.features.shape == (256, 1, model.variant.model.hidden_dim)
+
+
+def test_training_starts_the_backbone_from_the_onnx_file_and_says_so_when_it_is_missing(tmp_path):
+    from types import SimpleNamespace
+
+    from stark_model.config import ConfigError
+    from stark_training.trainer import initialise_backbone
+
+    network = load_model(variant='lite_nano', allow_untrained=True).network
+    missing = SimpleNamespace(source='run.yaml', model=SimpleNamespace(pretrained_backbone=None, from_scratch=False))
+    with pytest.raises(ConfigError, match='nanotrack_backbone_sim.onnx'):
+        initialise_backbone(network, missing)
+    named = SimpleNamespace(source='run.yaml', model=SimpleNamespace(pretrained_backbone=str(_require(BACKBONE_ONNX)),
+                                                                      from_scratch=False))
+    initialise_backbone(network, named)
+    reference = NanoTrackBackbone()
+    load_onnx_weights(reference, BACKBONE_ONNX)
+    body = network.backbone[0].body.state_dict()
+    assert all(torch.equal(value, body[key]) for key, value in reference.state_dict().items())
