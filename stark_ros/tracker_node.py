@@ -206,7 +206,7 @@ class TrackerCore:
         tracker.set_search_factor(settings['tracking.search_factor'] or None)
         tracker.warm_up()
         info = {'variant': model.variant.variant, 'checkpoint': str(model.checkpoint.path if model.checkpoint else ''),
-                'device': str(tracker.device), 'precision': tracker.precision, 'backend': settings['model.backend']}
+                'device': str(tracker.device), 'precision': tracker.precision, 'backend': tracker.backend.name}
         return tracker, info, f'{model.describe()} on {tracker.device} ({tracker.precision})'
 
     @staticmethod

@@ -68,7 +68,10 @@ def test_managed_node_follows_the_lifecycle(lite_checkpoint):
 
         assert not lifecycle.transition(Transition.TRANSITION_CONFIGURE), 'missing checkpoint: configure fails'
         assert lifecycle.state() == 'unconfigured'
-        assert f'configure failed: cannot load model {missing}' in node.log() and 'does not exist' in node.log()
+        # The node's log reaches us through a pipe: wait for the line rather than race it.
+        peer.wait_until(lambda: f'configure failed: cannot load model {missing}' in node.log(), timeout=20,
+                        what='the configure failure in the log', node=node)
+        assert 'does not exist' in node.log()
         assert peer.set_parameter('model.checkpoint', str(lite_checkpoint)).successful
         assert 'STARK lite' not in node.log(), 'an unconfigured node loads nothing'
 

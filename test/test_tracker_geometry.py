@@ -383,7 +383,9 @@ class OracleNetwork(nn.Module):
             boxes.append([(x1 + x2) / 2 / size, (y1 + y2) / 2 / size, (x2 - x1) / size, (y2 - y1) / size])
         boxes = torch.tensor(boxes, dtype=torch.float32)[:, None]
         count = len(boxes)
-        return SimpleNamespace(boxes=boxes, confidence=lambda: torch.full((count,), 0.9))
+        # No corner maps to speak of: the tracker reads them only for the motion prior, off here.
+        return SimpleNamespace(boxes=boxes, confidence=lambda: torch.full((count,), 0.9),
+                               corner_logits=lambda: torch.zeros(count, 2, 1))
 
 
 def square_frame(box) -> np.ndarray:
