@@ -93,13 +93,11 @@ def windowed_corners(logits: torch.Tensor, previous: torch.Tensor, stride: int, 
     cells = int(round(math.sqrt(logits.shape[-1])))
     size = cells * stride
     coord_x, coord_y = (c.to(logits.device) for c in _cell_corners(cells, stride))
-    corners = []
-    for index in range(2):
-        x0, y0 = previous[:, 2 * index:2 * index + 1], previous[:, 2 * index + 1:2 * index + 2]
-        log_window = _log_cosine(coord_x[None] - x0, size) + _log_cosine(coord_y[None] - y0, size)
-        prob = torch.softmax(logits[:, index].float() + weight * log_window, dim=1)
-        corners += [(prob * coord_x).sum(dim=1), (prob * coord_y).sum(dim=1)]
-    return torch.stack(corners, dim=1) / size
+    corners = previous.view(-1, 2, 2, 1)  # (B, corner, xy, 1): both corners in one pass
+    log_window = _log_cosine(coord_x - corners[:, :, 0], size) + _log_cosine(coord_y - corners[:, :, 1], size)
+    prob = torch.softmax(logits.float() + weight * log_window, dim=-1)  # (B, 2, HW)
+    xy = torch.stack(((prob * coord_x).sum(dim=-1), (prob * coord_y).sum(dim=-1)), dim=-1)  # (B, 2, 2)
+    return xy.flatten(1) / size
 
 
 @functools.lru_cache(maxsize=8)

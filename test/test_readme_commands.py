@@ -127,9 +127,20 @@ def nodes_in(domain: int, wait_s: float = 1.5) -> list[str]:
         rclpy.try_shutdown(context=context)
 
 
-def run(command: Command, env: dict[str, str]) -> subprocess.CompletedProcess:
+# What the ros2 CLI says when its graph view has not caught up with a topic that exists (seen under
+# load in CI for `ros2 topic echo --once /stark/detections`): a discovery race, not a README error.
+NOT_DISCOVERED_YET = 'Could not determine the type for the passed topic'
+
+
+def run(command: Command, env: dict[str, str], attempts: int = 3) -> subprocess.CompletedProcess:
+    """The command as written; a topic command that lost the discovery race is run again (as written)."""
     argv = ['bash', '-c', command.raw] if command.kind == 'export' else command.argv
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    for attempt in range(attempts):
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+        if result.returncode == 0 or NOT_DISCOVERED_YET not in result.stderr or attempt == attempts - 1:
+            return result
+        time.sleep(2.0)
+    return result
 
 
 class Launch:
