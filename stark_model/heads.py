@@ -14,6 +14,14 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
                          nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
+@functools.lru_cache(maxsize=8)
+def cell_corners(cells: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and y in crop pixels of every cell's top-left corner of a cells x cells map, row-major: where
+    the corner head's soft-argmax places each cell (no half-cell offset, as the original)."""
+    coords = torch.arange(cells, dtype=torch.float32) * stride
+    return coords.repeat(cells), coords.repeat_interleave(cells)
+
+
 class CornerHead(nn.Module):
     """Two conv branches score every cell as the top-left / bottom-right corner; a soft-argmax over
     each score map gives the expected corner, normalised by the search size."""
@@ -28,9 +36,9 @@ class CornerHead(nn.Module):
                 setattr(self, f'conv{index + 1}_{corner}', _conv_bn_relu(widths[index], widths[index + 1]))
             setattr(self, f'conv5_{corner}', nn.Conv2d(widths[4], 1, 1))
         # Cell coordinates in search-crop pixels: the cell's corner, no half-cell offset (as the original).
-        cells = torch.arange(feature_size, dtype=torch.float32) * stride
-        self.register_buffer('coord_x', cells.repeat(feature_size), persistent=False)
-        self.register_buffer('coord_y', cells.repeat_interleave(feature_size), persistent=False)
+        coord_x, coord_y = cell_corners(feature_size, stride)
+        self.register_buffer('coord_x', coord_x.clone(), persistent=False)  # clones: the cache stays intact
+        self.register_buffer('coord_y', coord_y.clone(), persistent=False)
 
     def _branch(self, x: torch.Tensor, corner: str) -> torch.Tensor:
         for index in range(1, 6):
@@ -92,19 +100,12 @@ def windowed_corners(logits: torch.Tensor, previous: torch.Tensor, stride: int, 
     crop pixels. Returns xyxy (B, 4) in units of the crop side, as CornerHead."""
     cells = int(round(math.sqrt(logits.shape[-1])))
     size = cells * stride
-    coord_x, coord_y = (c.to(logits.device) for c in _cell_corners(cells, stride))
+    coord_x, coord_y = (c.to(logits.device) for c in cell_corners(cells, stride))
     corners = previous.view(-1, 2, 2, 1)  # (B, corner, xy, 1): both corners in one pass
     log_window = _log_cosine(coord_x - corners[:, :, 0], size) + _log_cosine(coord_y - corners[:, :, 1], size)
     prob = torch.softmax(logits.float() + weight * log_window, dim=-1)  # (B, 2, HW)
     xy = torch.stack(((prob * coord_x).sum(dim=-1), (prob * coord_y).sum(dim=-1)), dim=-1)  # (B, 2, 2)
     return xy.flatten(1) / size
-
-
-@functools.lru_cache(maxsize=8)
-def _cell_corners(cells: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """x and y of every cell's corner in crop pixels, row-major (as CornerHead's coord_x/coord_y)."""
-    coords = torch.arange(cells, dtype=torch.float32) * stride
-    return coords.repeat(cells), coords.repeat_interleave(cells)
 
 
 def _log_cosine(distance: torch.Tensor, size: int) -> torch.Tensor:

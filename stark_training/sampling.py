@@ -85,18 +85,24 @@ class TrackingPairDataset(Dataset):
             return None
         template_ids, search_id = ids
         search_sequence, search_box, label = sequence, sequence.boxes[search_id], 1.0
+        search = None  # the search frame, read once (a hard negative needs its size first)
         if self.stage == 2 and rng.random() >= self.settings.pos_prob:
             label = 0.0
             negative = None
             if rng.random() < self.settings.hard_negative_prob:
-                negative = self._nearby_negative(sequence, search_id, rng)
+                search = sequence.image(search_id)
+                moved = nearby_box(sequence.boxes[search_id], search.shape[1], search.shape[0],
+                                   self.settings.search_factor, rng)
+                negative = None if moved is None else (sequence, search_id, moved)
             if negative is None:
+                search = None
                 negative = self._negative_search(dataset, sequence, rng)
             if negative is None:
                 return None
             search_sequence, search_id, search_box = negative
         templates = [sequence.image(i) for i in template_ids]
-        search = search_sequence.image(search_id)
+        if search is None:
+            search = search_sequence.image(search_id)
         if not np.isfinite(search_box).all():
             # Placed after reading the frame so that the centre box uses its size.
             search_box = centre_box(*search.shape[:2])
@@ -141,13 +147,6 @@ class TrackingPairDataset(Dataset):
             return causal_ids(sequence.visible, self.num_templates, self.settings.max_gap, rng)
         return trident_ids(sequence.visible, self.settings.max_gap, rng,
                            allow_invisible=self.frame_sample_mode == 'trident_pro')
-
-    def _nearby_negative(self, sequence: Sequence, frame: int, rng: np.random.Generator
-                         ) -> tuple[Sequence, int, np.ndarray] | None:
-        """Another place of `frame` for a hard negative (nearby_box); None when there is none."""
-        height, width = sequence.image(frame).shape[:2]
-        box = nearby_box(sequence.boxes[frame], width, height, self.settings.search_factor, rng)
-        return None if box is None else (sequence, frame, box)
 
     def _negative_search(self, dataset: SequenceDataset, sequence: Sequence, rng: np.random.Generator
                          ) -> tuple[Sequence, int, np.ndarray] | None:

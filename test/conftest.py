@@ -25,11 +25,9 @@ def pytest_configure(config):
 @pytest.fixture(scope='session')
 def shared_reference() -> Path:
     """../shared/reference beside the clone: skipped where absent, a failure under CI."""
-    if not SHARED_REFERENCE.is_dir():
-        if os.environ.get('CI') == 'true':
-            pytest.fail(f'{SHARED_REFERENCE} is missing, and CI=true requires it')
-        pytest.skip(f'{SHARED_REFERENCE} is absent (a user clone without ../shared)')
-    return SHARED_REFERENCE
+    from dataset_fixtures import require_shared
+
+    return require_shared(SHARED_REFERENCE)
 
 
 def require_ros2_tools(module: str = 'launch_testing', executable: str = 'ros2') -> None:

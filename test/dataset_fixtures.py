@@ -5,22 +5,28 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+SHARED = Path(__file__).resolve().parents[1].parent / 'shared'
+SHARED_DATA = SHARED / 'data'
 
 
-def shared_data(name: str) -> Path:
-    """../shared/data/<name>: skipped where absent, a failure under CI=true."""
-    path = SHARED_DATA / name
-    if not path.is_dir():
+def require_shared(path: Path, present: Callable[[Path], bool] = Path.is_dir) -> Path:
+    """`path` under ../shared: skipped where absent, a failure under CI=true (CI lays ../shared out)."""
+    if not present(path):
         if os.environ.get('CI') == 'true':
             pytest.fail(f'{path} is missing, and CI=true requires it')
         pytest.skip(f'{path} is absent (a user clone without ../shared)')
     return path
+
+
+def shared_data(name: str) -> Path:
+    """../shared/data/<name>: skipped where absent, a failure under CI=true."""
+    return require_shared(SHARED_DATA / name)
 
 
 def write_jpeg(path: Path, width: int = 64, height: int = 48, value: int = 128) -> Path:

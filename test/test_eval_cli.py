@@ -4,21 +4,19 @@ convention, several trackers in one table, one summary format with stark-replay,
 NanoTrack baseline."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from dataset_fixtures import shared_data
+from dataset_fixtures import SHARED, require_shared, shared_data
 
 from stark_training.evaluation import formats
 from stark_training.evaluation.report import summary_line
 from stark_training.evaluation.runner import main, track_sequence
 from stark_training.synthetic import make_sequence
 
-REPO = Path(__file__).resolve().parents[1]
-NANO_DIR = REPO.parent / 'shared' / 'baselines' / 'nanotrack_v2'
+NANO_DIR = SHARED / 'baselines' / 'nanotrack_v2'
 
 
 def default_name() -> str:
@@ -28,11 +26,7 @@ def default_name() -> str:
 
 
 def nano_dir() -> Path:
-    if not NANO_DIR.is_dir():
-        if os.environ.get('CI') == 'true':
-            pytest.fail(f'{NANO_DIR} is missing, and CI=true requires it')
-        pytest.skip(f'{NANO_DIR} is absent (a user clone without ../shared)')
-    return NANO_DIR
+    return require_shared(NANO_DIR)
 
 
 def _video(seed: int, frames: int):
@@ -210,3 +204,19 @@ def test_on_shared_otb_val_and_davis(tmp_path: Path, capsys) -> None:
         boxes, _ = formats.read_result(tmp_path / 'out' / 'kcf' / label, 'ope', name)
         assert len(boxes) == frames
     assert capsys.readouterr().out.count('kcf: AUC') == 2
+
+
+def test_speed_comparison_times_both_trackers_on_the_same_frames_and_prints_the_ratios(tmp_path):
+    from stark_training.evaluation.speed import measure, report
+
+    write_otb_copy(tmp_path / 'clips', frames=8)
+    lines = []
+    fps = measure(str(tmp_path / 'clips'), str(nano_dir()), frames=5, out=lines.append)
+    assert lines == ['Car1: 5 frames', 'Human7: 5 frames'] and fps['frames'] == 10
+    assert fps['backend'].startswith('onnxruntime')  # backend auto: the default model's CPU backend
+    for key in ('stark', 'nano', 'stark_model', 'nano_model'):
+        assert 0 < fps[key] < float('inf'), key
+    assert fps['stark_model'] >= fps['stark']  # the network is part of a tracking step
+    assert fps['whole_ratio'] == pytest.approx(fps['stark'] / fps['nano'])
+    table = report(fps, threads=1)
+    assert '| whole tracker, FPS |' in table and f'{fps["whole_ratio"]:.2f}' in table

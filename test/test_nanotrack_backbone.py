@@ -1,12 +1,12 @@
 """NanoTrack v2's backbone as our module: the weights of its released ONNX file, the same features
 as ONNX Runtime on that file (search and template sizes), and the input convention (the tracker's
 normalised RGB in, NanoTrack's BGR 0-255 inside)."""
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from dataset_fixtures import SHARED, require_shared
 
 from stark_model import load_model
 from stark_model.backbones import BACKBONES, build_body
@@ -14,17 +14,13 @@ from stark_model.backbones.nanotrack import NanoTrackBackbone, load_onnx_weights
 from stark_model.config import BACKBONES as CONFIG_BACKBONES
 from stark_model.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
-NANO_DIR = Path(__file__).resolve().parents[2] / 'shared' / 'baselines' / 'nanotrack_v2'
+NANO_DIR = SHARED / 'baselines' / 'nanotrack_v2'
 BACKBONE_ONNX = NANO_DIR / 'nanotrack_backbone_sim.onnx'
-OTB_FRAME = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'otb_val' / 'David' / 'img' / '0001.jpg'
+OTB_FRAME = SHARED / 'data' / 'otb_val' / 'David' / 'img' / '0001.jpg'
 
 
 def _require(path: Path) -> Path:
-    if not path.is_file():
-        if os.environ.get('CI') == 'true':
-            pytest.fail(f'{path} is missing, and CI=true requires it')
-        pytest.skip(f'{path} is absent (a clone without ../shared)')
-    return path
+    return require_shared(path, Path.is_file)
 
 
 @pytest.fixture(scope='module')

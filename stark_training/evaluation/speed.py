@@ -19,7 +19,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -34,25 +34,20 @@ def _frames(sequence: Any, count: int) -> list[np.ndarray]:
     return [sequence.image(index) for index in range(min(count + 1, len(sequence)))]
 
 
-def time_whole_tracker(tracker: Any, frames: list[np.ndarray], box: np.ndarray) -> tuple[float, int]:
-    """Seconds spent in track() over frames[1:], after initialize() on frames[0]."""
+def time_whole_tracker(tracker: Any, frames: list[np.ndarray], box: np.ndarray,
+                       network_seconds: Callable[[], float] | None = None) -> tuple[float, float, int]:
+    """Seconds spent in track() over frames[1:], after initialize() on frames[0]; with
+    `network_seconds` (read after each frame: our tracker's network time), their sum as well, from
+    the same pass; and the number of tracked frames."""
     tracker.initialize(frames[0], box)
-    spent = 0.0
+    spent = network = 0.0
     for frame in frames[1:]:
         started = time.perf_counter()
         tracker.track(frame)
         spent += time.perf_counter() - started
-    return spent, len(frames) - 1
-
-
-def stark_model_seconds(tracker: Any, frames: list[np.ndarray], box: np.ndarray) -> float:
-    """Network seconds of our tracker over frames[1:] (its per-frame network timing)."""
-    tracker.initialize(frames[0], box)
-    spent = 0.0
-    for frame in frames[1:]:
-        tracker.track(frame)
-        spent += tracker.tracker.last_timing.network_ms / 1000
-    return spent
+        if network_seconds is not None:
+            network += network_seconds()
+    return spent, network, len(frames) - 1
 
 
 def nano_model_seconds(nano_dir: Path, frames: int, repeats_warmup: int = 5) -> float:
@@ -106,10 +101,11 @@ def measure(root: str, nano_dir: str, checkpoint: str | None = None, frames: int
         sequence = dataset[index]
         clip = _frames(sequence, frames)
         box = np.asarray(sequence.boxes[0], np.float64)
-        for name, tracker in (('stark', stark), ('nano', nano)):
-            seconds, count = time_whole_tracker(tracker, clip, box)
-            totals[name] += seconds
-        totals['stark_model'] += stark_model_seconds(stark, clip, box)
+        seconds, network, count = time_whole_tracker(
+            stark, clip, box, lambda: stark.tracker.last_timing.network_ms / 1000)
+        totals['stark'] += seconds
+        totals['stark_model'] += network
+        totals['nano'] += time_whole_tracker(nano, clip, box)[0]
         counted += count
         out(f'{sequence.name}: {count} frames')
     totals['nano_model'] = nano_model_seconds(Path(nano_dir), counted)
