@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import build_body
+from .config import STRIDE
 from .position_encoding import PositionEncodingSine
 
-STRIDE = 16
+__all__ = ['STRIDE', 'Backbone', 'BackboneWithPosition', 'feature_masks']
 
 
 def feature_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

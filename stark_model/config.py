@@ -21,6 +21,9 @@ class ConfigError(ValueError):
     """A configuration file or mapping is invalid; the message names the source and the key."""
 
 
+# Output stride of every backbone in the registry: crop sizes are multiples of it.
+STRIDE = 16
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of a STARK network."""
@@ -79,8 +82,8 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         for name in ('template_size', 'search_size'):
-            if getattr(self, name) % 16:
-                raise ConfigError(f'tracker.{name} must be a multiple of the backbone stride 16')
+            if getattr(self, name) % STRIDE:
+                raise ConfigError(f'tracker.{name} must be a multiple of the backbone stride {STRIDE}')
         for name in ('template_factor', 'search_factor'):
             if getattr(self, name) <= 0:
                 raise ConfigError(f'tracker.{name} must be positive')

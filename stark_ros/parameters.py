@@ -107,7 +107,7 @@ SPECS = {spec.name: spec for spec in (
     ParameterSpec('tracking.lost_patience', 10, 'Consecutive frames under the threshold before LOST.',
                   runtime=True, minimum=0, maximum=1_000_000),
     ParameterSpec('tracking.search_factor', 0.0, 'Search region side as a multiple of the target size; 0: '
-                  'the model\'s own (STARK ST50/ST101 5.0, the default model 4.0). Smaller keeps nearby '
+                  'the model\'s own (STARK ST50/ST101 5.0, the default model 3.3). Smaller keeps nearby '
                   'look-alikes out of view but loses faster motion. Applies from the next frame.',
                   runtime=True, minimum=0.0, maximum=20.0),
     ParameterSpec('tracking.frame_buffer_size', 15, 'Recent frames kept for init requests on a past stamp.',

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
-from stark_model.config import ConfigError, VariantConfig, load_variant, read_yaml
+from stark_model.config import STRIDE, ConfigError, VariantConfig, load_variant, read_yaml
 
 AMP_MODES = ('auto', 'off', 'bf16', 'fp16')
 FEATURE_CACHE_RUNTIMES = ('onnxruntime', 'pytorch')  # what runs the frozen backbone on the crops
@@ -153,6 +153,12 @@ class TrainingConfig:
         """The model variant this run trains."""
         return load_variant(self.model.variant)
 
+    def search_size(self) -> int:
+        """Search crop size of the training pairs: DATA.SEARCH.SIZE, else the variant's tracking size.
+        The network has no size-bound weights (sine positions, corner grid from the size), so a
+        model may be trained at one size and tracked at another."""
+        return self.data.search.size or self.variant().tracker.search_size
+
     def num_templates(self) -> int:
         """Templates per training pair: DATA.TEMPLATE.NUMBER, else 2 for ST variants, 1 for S."""
         if self.data.template.number is not None:
@@ -286,11 +292,14 @@ def _check(config: TrainingConfig) -> None:
         variant = config.variant()
     except ConfigError as error:
         raise ConfigError(f'{source}: model.variant: {error}') from None
-    for crop, expected in (('template', variant.tracker.template_size), ('search', variant.tracker.search_size)):
-        size = getattr(data, crop).size
-        if size is not None and size != expected:
-            raise ConfigError(f'{source}: data.{crop}.size is {size}, but the {variant.variant} variant '
-                              f'tracks with {crop} crops of {expected} px (leave the key out to use it)')
+    if data.template.size not in (None, variant.tracker.template_size):
+        # The match prior reads fixed cells of the template grid, so templates keep the tracking size.
+        raise ConfigError(f'{source}: data.template.size is {data.template.size}, but the {variant.variant} '
+                          f'variant tracks with template crops of {variant.tracker.template_size} px '
+                          '(leave the key out to use it)')
+    if data.search.size is not None and (data.search.size <= 0 or data.search.size % STRIDE):
+        raise ConfigError(f'{source}: data.search.size is {data.search.size}, not a positive multiple of the '
+                          f'backbone stride {STRIDE}')
     if data.search.number not in (None, 1):
         raise ConfigError(f'{source}: data.search.number must be 1 (one search region per pair)')
     if data.template.number not in (None, 1, 2):
@@ -313,9 +322,9 @@ def processing_settings(config: TrainingConfig) -> Any:
 
     variant = config.variant()
     derived: dict[str, Any] = {'max_gap': config.data.max_sample_interval}
-    for crop, size in (('template', variant.tracker.template_size), ('search', variant.tracker.search_size)):
+    for crop, size in (('template', variant.tracker.template_size), ('search', config.search_size())):
         settings = getattr(config.data, crop)
-        derived.update({f'{crop}_factor': settings.factor, f'{crop}_size': settings.size or size,
+        derived.update({f'{crop}_factor': settings.factor, f'{crop}_size': size,
                         f'{crop}_center_jitter': settings.center_jitter,
                         f'{crop}_scale_jitter': settings.scale_jitter})
     clashing = sorted(set(config.data.processing) & set(derived))

@@ -326,8 +326,7 @@ class Trainer:
 
     def _build_network(self, resuming: bool) -> StarkNetwork:
         torch.manual_seed(self.config.train.seed)  # identical initial weights in every process
-        network = build_network(self.variant.model, self.variant.tracker.search_size,
-                                self.variant.tracker.template_size)
+        network = build_network(self.variant.model, self.config.search_size(), self.variant.tracker.template_size)
         if not resuming:
             if self.stage == 2:
                 self._load_stage1(network)

@@ -308,3 +308,19 @@ def test_a_search_factor_reaches_the_tracker_and_the_results_name() -> None:
     plain = TrackerSpec(variant='lite', allow_untrained=True)
     assert build_tracker(plain).tracker.config.search_factor == 5.0  # lite's own
     assert plain.display_name() == 'untrained-lite'
+
+
+def test_baselines_run_on_the_threads_asked_for() -> None:
+    """--threads holds for OpenCV's trackers too (TrackerNano's DNN used every core before, so its
+    FPS column was not one thread's)."""
+    import cv2
+
+    from stark_training.evaluation.runner import TrackerSpec, build_tracker
+
+    before = cv2.getNumThreads()
+    try:
+        for threads in (1, 2):
+            build_tracker(TrackerSpec(baseline='kcf', threads=threads))
+            assert cv2.getNumThreads() == threads
+    finally:
+        cv2.setNumThreads(before)

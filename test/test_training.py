@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from dataset_fixtures import shared_data
 from training_fixtures import (REPO_ROOT, finish, start_stark_train, stark_train, subprocess_env, training_config,
                                write_config, write_variant)
 
-from stark_model import load_model, read_checkpoint, save_checkpoint
+from stark_model import create_tracker, load_model, read_checkpoint, save_checkpoint
 from stark_model.box_ops import generalized_iou
 from stark_model.checkpoint import CheckpointError
 from stark_model.config import ConfigError, load_variant
@@ -48,9 +49,34 @@ def test_training_config_error_names_the_bad_key_and_file(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.processing: unknown key 'grayscale_probability'"):
         load_training_config(write_config(tmp_path, data))
     data = training_config(tmp_path)
-    data['data']['search'] = {'size': 320}
-    with pytest.raises(ConfigError, match=r'data\.search\.size is 320, but the tiny variant'):
+    data['data']['search'] = {'size': 120}
+    with pytest.raises(ConfigError, match=r'data\.search\.size is 120, not a positive multiple of the backbone stride 16'):
         load_training_config(write_config(tmp_path, data))
+    data = training_config(tmp_path)
+    data['data']['template'] = {'size': 128}
+    with pytest.raises(ConfigError, match=r'data\.template\.size is 128, but the tiny variant tracks with template '
+                                          r'crops of 64 px'):
+        load_training_config(write_config(tmp_path, data))
+
+
+def test_a_model_trained_at_one_search_size_tracks_at_the_variants(tmp_path):
+    """data.search.size trains on other search crops than the variant tracks with (the default model:
+    256 px in training, 224 px in tracking): pairs and network follow the training size, and the
+    checkpoint loads and tracks at the variant's."""
+    from stark_training.config import processing_settings
+
+    data = training_config(tmp_path, samples=2)
+    data['data']['search'] = {'factor': 5.0, 'size': 160}
+    config = config_from_dict(data)
+    assert (config.search_size(), processing_settings(config).search_size) == (160, 160)
+    result = Trainer(config, tmp_path / 'run', device='cpu', tensorboard=False).run()  # a 128 px net would fail
+    assert result.position.global_step == 1
+    model = load_model(result.epoch_checkpoint)
+    assert model.variant.tracker.search_size == 128 and model.network.box_head.feature_size == 128 // 16
+    tracker = create_tracker(model)
+    frame = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    tracker.initialize(frame, (100, 80, 40, 50), 't')
+    assert tracker.track(frame)['t'].box is not None
 
 
 def test_training_config_defaults_are_the_original_values(tmp_path):
@@ -68,7 +94,7 @@ def test_training_config_defaults_are_the_original_values(tmp_path):
     assert (stage2.train.epoch, stage2.train.lr_drop_epoch, stage2.train.lr) == (50, 40, 1e-4)
 
 
-@pytest.mark.parametrize('path', sorted(CONFIG_DIR.glob('stark_*.yaml')), ids=lambda p: p.name)
+@pytest.mark.parametrize('path', sorted(CONFIG_DIR.glob('*.yaml')), ids=lambda p: p.name)
 def test_shipped_training_configs_validate(path):
     config = load_training_config(path)
     assert config.train.stage == (2 if 'st2' in path.name else 1)

@@ -112,7 +112,10 @@ def eval_backend(backend: str, device: str) -> str:
 
 
 def build_tracker(spec: TrackerSpec) -> SingleTargetTracker:
-    """The tracker `spec` describes (STARK loads through stark_model's safe checkpoint loader)."""
+    """The tracker `spec` describes (STARK loads through stark_model's safe checkpoint loader), with
+    spec.threads threads for OpenCV (the baselines, our crops) and for torch."""
+    import cv2
+    cv2.setNumThreads(max(1, spec.threads))
     if spec.baseline:
         from .baselines import make_baseline
         return make_baseline(spec.baseline, spec.nano_dir)
