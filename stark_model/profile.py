@@ -67,6 +67,26 @@ def target_boxes(count: int, width: int, height: int) -> list[tuple[float, float
             for i in range(count)]
 
 
+def frames_with_targets(boxes: list[tuple[float, float, float, float]], width: int, height: int,
+                        count: int = 3, seed: int = 0) -> list[np.ndarray]:
+    """`count` noise frames (uint8 RGB) with the same textured patch in each box, a different one per
+    box: a trained tracker holds its targets there, as on footage. (On bare noise its boxes wander
+    and grow, and the step times the large-crop path instead of a tracked target's.)"""
+    rng = np.random.default_rng(seed)
+    frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+    for index, (x, y, w, h) in enumerate(boxes):
+        left, top = max(0, int(x)), max(0, int(y))
+        right, bottom = min(width, int(np.ceil(x + w))), min(height, int(np.ceil(y + h)))
+        rows, cols = np.mgrid[0:bottom - top, 0:right - left]
+        period = max(2, min(bottom - top, right - left) // (3 + index % 3))
+        patch = np.stack((cols * 255 // max(1, right - left), rows * 255 // max(1, bottom - top),
+                          (cols // period + rows // period) % 2 * 255), axis=-1)
+        patch = np.roll(patch, index % 3, axis=-1).astype(np.uint8)  # colours differ between targets
+        for frame in frames:
+            frame[top:bottom, left:right] = patch
+    return frames
+
+
 def _stage_times(tracker: StarkTracker, frame: np.ndarray, boxes: list, repeats: int, warmup: int
                  ) -> dict[str, float | None]:
     """Median ms of each stage for len(boxes) targets; None where a stage does not apply."""
@@ -105,13 +125,13 @@ def profile_backend(model: LoadedModel, backend: str, device: torch.device, prec
     """Stage medians and tracker speed of one backend for each target count."""
     width, height = frame_size
     rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(3)]
     tracker = create_tracker(model, device=str(device), precision=precision, backend=backend,
                              max_targets=max(targets), cache_dir=cache_dir)
     tracker.warm_up()
     result: dict[str, Any] = {'description': tracker.backend.describe(), 'targets': {}}
     for count in targets:
         boxes = target_boxes(count, width, height)
+        frames = frames_with_targets(boxes, width, height)
         stages = _stage_times(tracker, frames[0], boxes, repeats, warmup)
         tracker.clear()
         for index, box in enumerate(boxes):

@@ -106,3 +106,25 @@ def test_gpu_check_without_cuda_is_a_short_sanity_check_of_the_bundled_model(tmp
     assert list(report['profile']['backends']['onnxruntime']['targets']) == ['1']
     counted = [row for row in report['parity'] if row['counted']]
     assert {row['backend'] for row in counted} == {'pytorch-graph', 'onnxruntime'} and all(r['ok'] for r in counted)
+
+
+def test_the_default_model_holds_its_targets_on_the_profiling_frames():
+    """stark-profile's step must time a tracked target, not a box that wandered over noise and grew
+    to the large-crop path: the bundled model keeps each of 9 targets on its patch for 20 frames."""
+    import numpy as np
+
+    from stark_model import create_tracker, load_model
+    from stark_model.profile import frames_with_targets
+
+    boxes = target_boxes(9, 640, 480)
+    frames = frames_with_targets(boxes, 640, 480)
+    assert len(frames) == 3 and all(frame.shape == (480, 640, 3) and frame.dtype == np.uint8 for frame in frames)
+    tracker = create_tracker(load_model())
+    for index, box in enumerate(boxes):
+        tracker.initialize(frames[0], box, f't{index}')
+    for step in range(20):
+        results = tracker.track(frames[step % 3])
+    for index, (x, y, w, h) in enumerate(boxes):
+        bx, by, bw, bh = results[f't{index}'].box
+        overlap = max(0.0, min(x + w, bx + bw) - max(x, bx)) * max(0.0, min(y + h, by + bh) - max(y, by))
+        assert overlap / (w * h + bw * bh - overlap) > 0.6, (index, (x, y, w, h), results[f't{index}'].box)
