@@ -69,9 +69,9 @@ def target_boxes(count: int, width: int, height: int) -> list[tuple[float, float
 
 def frames_with_targets(boxes: list[tuple[float, float, float, float]], width: int, height: int,
                         count: int = 3, seed: int = 0) -> list[np.ndarray]:
-    """`count` noise frames (uint8 RGB) with the same textured patch in each box, a different one per
-    box: a trained tracker holds its targets there, as on footage. (On bare noise its boxes wander
-    and grow, and the step times the large-crop path instead of a tracked target's.)"""
+    """`count` noise frames (uint8 RGB); each box holds a textured patch of its own, the same in every
+    frame, so that a trained tracker holds its targets as on footage. (On bare noise its boxes wander
+    and grow, and the step would time the large-crop path instead of a tracked target's.)"""
     rng = np.random.default_rng(seed)
     frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count)]
     for index, (x, y, w, h) in enumerate(boxes):
