@@ -47,9 +47,7 @@ class BackboneWithPosition(nn.Sequential):
         return features, small_masks, self[1](small_masks).to(features.dtype)
 
     def freeze_stem_and_layer1(self) -> None:
-        """Train only layer2 and layer3, as STARK does (frozen batch norm has no parameters);
-        other bodies: keep their early_modules() frozen."""
-        body = self[0].body
-        early = body.early_modules() if hasattr(body, 'early_modules') else (body.conv1, body.layer1)
-        for module in early:
+        """Keep the body's early_modules() frozen: for the ResNets conv1 and layer1, so that only
+        layer2 and layer3 train, as STARK does (frozen batch norm has no parameters)."""
+        for module in self[0].body.early_modules():
             module.requires_grad_(False)

@@ -24,6 +24,7 @@ class ConfigError(ValueError):
 # Output stride of every backbone in the registry: crop sizes are multiples of it.
 STRIDE = 16
 
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of a STARK network."""
@@ -71,8 +72,8 @@ class TrackerConfig:
     dynamic_template: bool
     update_threshold: float = 0.5
     update_intervals: Mapping[str, int] = field(default_factory=lambda: {'default': 200})
-    # Ours, not the original's (0 = off, which keeps S50/ST50/ST101 bit-exact): weight of a Hann-window
-    # motion prior on the corner heat maps (CornerHead.set_window).
+    # Ours, not the original's (0 = off, which keeps S50/ST50/ST101 bit-exact): weight of a cosine-window
+    # motion prior on the corner heat maps (heads.windowed_corners).
     corner_window: float = 0.0
     # What backend 'auto' runs on a CPU in fp32 (ours): 'onnxruntime' where it is measured faster
     # for the variant; 'pytorch' keeps the original's bits.

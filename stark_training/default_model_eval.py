@@ -118,13 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.trackers.split(',')) - set(LABELS))
     if unknown:
         parser.error(f'unknown tracker {unknown[0]!r} (known: {", ".join(LABELS)})')
-    import cv2
-    import torch
-    cv2.setNumThreads(EVAL_THREADS)
-    torch.set_num_threads(EVAL_THREADS)
     sets = evaluation_sets(args.config, args.photo_sequences, args.photo_frames)
     # stark-eval's tracker names ('stark': the bundled model unless --checkpoint names another);
-    # PyTorch, as the model card's figures were measured with it.
+    # PyTorch, as the model card's figures were measured with it; build_tracker sets the threads.
     base = TrackerSpec(nano_dir=args.nano_dir, threads=EVAL_THREADS, search_factor=args.search_factor)
     specs = {name: tracker_spec(name, base) for name in args.trackers.split(',') if name != 'stark'}
     if 'stark' in args.trackers.split(','):

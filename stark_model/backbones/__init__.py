@@ -1,8 +1,8 @@
 """The backbones a STARK network can stand on, one file each, behind one registry.
 
 Every body maps ImageNet-normalised RGB crops (B, 3, S, S) to stride-16 features (B, C, S/16, S/16)
-and says its channel count as `out_channels`; bodies that are fine-tuned name the modules that
-stay frozen with `early_modules()`.
+and says its channel count as `out_channels`; `early_modules()` names the modules that stay
+frozen when it is fine-tuned.
 """
 from __future__ import annotations
 

@@ -92,3 +92,7 @@ class ResNetBody(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer3(self.layer2(self.layer1(x)))
+
+    def early_modules(self) -> list[nn.Module]:
+        """Stem and layer1: kept frozen when the backbone is fine-tuned, as STARK does."""
+        return [self.conv1, self.layer1]

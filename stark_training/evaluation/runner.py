@@ -214,10 +214,9 @@ class Progress:
 
 
 def _runtime_note(spec: TrackerSpec) -> str:
-    """', backend onnxruntime, 1 thread(s) each' for STARK; baselines run as OpenCV makes them."""
-    if spec.baseline:
-        return ''
-    return f', backend {eval_backend(spec.backend, spec.device)}, {spec.threads} thread(s) each'
+    """', backend onnxruntime, 1 thread(s) each' for STARK, ', 1 thread(s) each' for a baseline."""
+    backend = '' if spec.baseline else f', backend {eval_backend(spec.backend, spec.device)}'
+    return f'{backend}, {spec.threads} thread(s) each'
 
 
 def run_split(dataset: Any, spec: TrackerSpec, folder: Path, layout: str, workers: int = 1,
